@@ -1,0 +1,4 @@
+pub mod error;
+pub mod oer;
+
+pub use error::DecodeError;

@@ -1,0 +1,1 @@
+//! ilpd engine library.

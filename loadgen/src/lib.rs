@@ -1,0 +1,1 @@
+//! ilp-loadgen library.
