@@ -1,1 +1,369 @@
-//! Helpers for the cross-process integration tests.
+//! Helpers for the cross-process integration tests (tests/tests/*.rs).
+//!
+//! Everything here is std-only and test-facing: a panic with a clear message
+//! is the right answer to a broken test environment (missing binary, no node).
+//! Every wait is bounded by a timeout so no test can hang.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Grace period between SIGTERM and SIGKILL when a [`Proc`] is stopped.
+pub const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// The workspace root (the parent of this crate's folder).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The cargo target folder: `CARGO_TARGET_DIR` at run time, else at build
+/// time, else `<workspace>/target`. Relative values are taken from the
+/// workspace root, as cargo does.
+pub fn target_dir() -> PathBuf {
+    let configured = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from));
+    match configured {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => workspace_root().join(p),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Path of the release binary `name` (e.g. `ilpd`, `ilp-loadgen`).
+///
+/// Cross-process tests run the optimised binaries, which cargo does not build
+/// for `cargo test`; panics with the command to run if it is missing.
+pub fn bin_path(name: &str) -> PathBuf {
+    let path = target_dir().join("release").join(name);
+    if !path.is_file() {
+        panic!(
+            "release binary {} not found; run `cargo build --release --bins` first \
+             (with the same CARGO_TARGET_DIR as this test run)",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it,
+/// release it). Racy by nature, but good enough for tests.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// Polls until something accepts TCP connections on `addr`, or `timeout`
+/// passes. Returns whether it came up.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A unique, freshly created folder under the system temp dir.
+pub fn temp_dir(label: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "ilpd-test-{label}-{}-{n}-{nanos}",
+        std::process::id()
+    ));
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// `tests/interop`: the pinned JavaScript peers and their scripts.
+pub fn interop_dir() -> PathBuf {
+    workspace_root().join("tests").join("interop")
+}
+
+/// Whether `node` can be run at all.
+pub fn node_available() -> bool {
+    Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Panics with set-up instructions unless node and the pinned packages
+/// (tests/interop/node_modules) are there. Interop tests call this first so a
+/// missing toolchain is a loud failure, never a silent pass.
+pub fn require_node() {
+    if !node_available() {
+        panic!("`node` not found: the interop tests need Node 20 on PATH");
+    }
+    if !interop_dir().join("node_modules").is_dir() {
+        panic!(
+            "{} is missing: run `npm ci` in tests/interop (tests/run.sh does it)",
+            interop_dir().join("node_modules").display()
+        );
+    }
+}
+
+/// `node tests/interop/<name>` with cwd tests/interop; add args and spawn it
+/// with [`Proc::spawn`].
+pub fn node_script(name: &str) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.arg(interop_dir().join(name)).current_dir(interop_dir());
+    cmd
+}
+
+/// A child process owned by a test: stdout and stderr go to files (so they
+/// can be read at any time and printed when the test fails), stdin is a pipe
+/// kept open until [`Proc::close_stdin`]. Dropping it stops the process
+/// (SIGTERM, then SIGKILL after [`TERM_GRACE`]); if the thread is panicking,
+/// its output is printed first.
+pub struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    label: String,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawns `cmd`; `label` names it in messages and log file names.
+    pub fn spawn(mut cmd: Command, label: &str) -> Proc {
+        let dir = temp_dir(&format!("proc-{}", sanitize(label)));
+        let stdout_path = dir.join("stdout.log");
+        let stderr_path = dir.join("stderr.log");
+        let out = File::create(&stdout_path).expect("create stdout log");
+        let err = File::create(&stderr_path).expect("create stderr log");
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("[{label}] cannot spawn {cmd:?}: {e}"));
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            stdin,
+            label: label.to_string(),
+            stdout_path,
+            stderr_path,
+            status: None,
+        }
+    }
+
+    /// The OS process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The label given at spawn.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Everything written to stdout so far.
+    pub fn stdout_text(&self) -> String {
+        fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Writes `data` to the process's stdin (ignored if already closed).
+    pub fn write_stdin(&mut self, data: &[u8]) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(data);
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Closes stdin; the interop scripts take that as "finish and exit".
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Polls stdout until a line satisfies `pred` (returns that line), the
+    /// process exits without printing one, or `timeout` passes (`None`).
+    pub fn wait_for_line(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exited = self.try_wait().is_some();
+            // Read after try_wait so output written just before exit counts.
+            if let Some(line) = self.stdout_text().lines().find(|l| pred(l)) {
+                return Some(line.to_string());
+            }
+            if exited || Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The exit status if the process has exited, without blocking.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Waits up to `d` for the process to exit.
+    pub fn wait_timeout(&mut self, d: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + d;
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the process: SIGTERM, then SIGKILL if it is still running after
+    /// [`TERM_GRACE`]. Returns its exit status (None only if even SIGKILL
+    /// could not be confirmed).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        if let Some(s) = self.try_wait() {
+            return Some(s);
+        }
+        self.stdin = None;
+        // std has no SIGTERM; use kill(1) on our own child's pid only.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(s) = self.wait_timeout(TERM_GRACE) {
+            return Some(s);
+        }
+        let _ = self.child.kill(); // SIGKILL
+        self.wait_timeout(Duration::from_secs(5))
+    }
+
+    /// Prints stdout and stderr to the test output, labelled.
+    pub fn dump(&self) {
+        eprintln!(
+            "----- [{}] stdout ({}) -----\n{}\n----- [{}] stderr ({}) -----\n{}\n----- [{}] end -----",
+            self.label,
+            self.stdout_path.display(),
+            self.stdout_text(),
+            self.label,
+            self.stderr_path.display(),
+            self.stderr_text(),
+            self.label
+        );
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let status = self.terminate();
+        if std::thread::panicking() {
+            eprintln!("[{}] exit status: {status:?}", self.label);
+            self.dump();
+        }
+    }
+}
+
+/// Runs `cmd` to completion (bounded by `timeout`), returning the finished
+/// [`Proc`] so its output can be read; panics, printing the output, if it
+/// does not exit in time.
+pub fn run_with_timeout(cmd: Command, label: &str, timeout: Duration) -> (ExitStatus, Proc) {
+    let mut p = Proc::spawn(cmd, label);
+    p.close_stdin();
+    match p.wait_timeout(timeout) {
+        Some(s) => (s, p),
+        None => {
+            p.dump();
+            panic!("[{label}] did not exit within {timeout:?}");
+        }
+    }
+}
+
+/// The last stdout line of `p` that looks like a JSON object (the interop
+/// scripts print their result as one JSON line).
+pub fn last_json_line(p: &Proc) -> Option<String> {
+    p.stdout_text()
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .map(str::to_string)
+}
+
+fn sanitize(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_then_wait_for_port() {
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        assert!(!wait_for_port(addr, Duration::from_millis(100)));
+        let _l = TcpListener::bind(addr).expect("rebind");
+        assert!(wait_for_port(addr, Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn temp_dirs_are_unique() {
+        let a = temp_dir("x");
+        let b = temp_dir("x");
+        assert_ne!(a, b);
+        assert!(a.is_dir() && b.is_dir());
+    }
+
+    #[test]
+    fn proc_captures_output_and_terminates() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo hello; echo oops >&2; exec sleep 30"]);
+        let mut p = Proc::spawn(cmd, "sh test");
+        let line = p.wait_for_line(Duration::from_secs(5), |l| l == "hello");
+        assert_eq!(line.as_deref(), Some("hello"));
+        assert!(p.wait_timeout(Duration::from_millis(100)).is_none());
+        let start = Instant::now();
+        let status = p.terminate().expect("terminated");
+        assert!(!status.success());
+        assert!(start.elapsed() < TERM_GRACE, "SIGTERM should stop sleep");
+        assert_eq!(p.stderr_text().trim(), "oops");
+    }
+
+    #[test]
+    fn run_with_timeout_returns_status() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo '{\"a\":1}'; exit 3"]);
+        let (status, p) = run_with_timeout(cmd, "exit3", Duration::from_secs(5));
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(last_json_line(&p).as_deref(), Some("{\"a\":1}"));
+    }
+}
