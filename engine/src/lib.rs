@@ -1,1 +1,11 @@
-//! ilpd engine library.
+//! ilpd: a thread-per-core Interledger (ILPv4) connector.
+//!
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`core`]: the sans-IO forwarding logic (given `now` and bytes, returns actions).
+//! - [`io`]: the mio workers, one per core, that move bytes between sockets and the core.
+//! - [`cli`]: runtime flags that override the config file.
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod io;

@@ -1,0 +1,456 @@
+//! The connector's configuration: one TOML file, every knob with a default.
+//!
+//! `ilpd --config ilpd.toml` loads this; runtime flags (see `cli.rs`)
+//! override the `[node]` knobs afterwards, and only then is the whole thing
+//! validated, so an error always names the key and the problem.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use ilpd_codec::address::Address;
+use serde::Deserialize;
+
+/// A configuration problem: which key, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending key, e.g. `accounts[1].asset_scale`.
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), problem: problem.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config: {}", self.problem)
+        } else {
+            write!(f, "config: {}: {}", self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    /// Static routes; they always win over learned routes.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub rates: RatesConfig,
+}
+
+/// Node-wide settings. Every field here is also a runtime flag.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The connector's own ILP address (RFC 15), e.g. `g.us.acme`.
+    pub address: String,
+    /// Worker threads; 0 means one per core.
+    #[serde(default)]
+    pub threads: usize,
+    /// Pin each worker to its own core.
+    #[serde(default = "default_true")]
+    pub pin_cores: bool,
+    /// BTP/2.0 (WebSocket) listener. Every worker binds it with SO_REUSEPORT.
+    #[serde(default = "default_listen")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus text exposition (`GET /metrics`); off when absent.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Pending (forwarded, unanswered) Prepares per worker; past it: T03.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Most messages handled per connection per loop turn before the
+    /// worker moves on (fairness between peers).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Time a forwarded Prepare's expiry is cut by (RFC 27: "e.g. 1 s per hop").
+    #[serde(default = "default_min_message_window_ms")]
+    pub min_message_window_ms: u64,
+    /// Longest we hold a forwarded Prepare, whatever its expiry says.
+    #[serde(default = "default_max_hold_time_ms")]
+    pub max_hold_time_ms: u64,
+    /// tracing filter, e.g. `info` or `ilpd_engine=debug`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Largest WebSocket frame or message accepted; a larger one closes the connection.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// A connection that has not finished the WebSocket and BTP auth
+    /// handshakes in this time is closed.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Bytes queued for one connection before we stop reading from the
+    /// peers that feed it (and, past twice this, close it).
+    #[serde(default = "default_write_buffer_limit")]
+    pub write_buffer_limit: usize,
+    /// SO_SNDBUF / SO_RCVBUF for every socket; the OS default when absent.
+    #[serde(default)]
+    pub socket_send_buffer: Option<usize>,
+    #[serde(default)]
+    pub socket_recv_buffer: Option<usize>,
+    /// SHA-256 implementation for fulfillment checks: auto, portable, sha-ni, avx2, avx512.
+    #[serde(default = "default_sha256_impl")]
+    pub sha256_impl: String,
+    /// On SIGINT/SIGTERM, how long to wait for in-flight packets before exiting.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// Delay before the first reconnect of a client-side BTP account; doubles up to 30 s.
+    #[serde(default = "default_reconnect_initial_ms")]
+    pub reconnect_initial_ms: u64,
+}
+
+/// How an account relates to us (RFC 34 / ilp-connector).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Relation {
+    Parent,
+    Peer,
+    Child,
+}
+
+/// One peer account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Unique id; also the child's address segment, so `[A-Za-z0-9_~-]+`.
+    pub id: String,
+    pub relation: Relation,
+    pub asset_code: String,
+    pub asset_scale: u8,
+    /// The token this peer must present (BTP `auth_token`, HTTP bearer).
+    /// Compared in constant time, never logged.
+    #[serde(default)]
+    pub incoming_token: Option<String>,
+    /// Client side: we dial this `ws://host:port/path` and authenticate
+    /// with `outgoing_token` (and `btp_username` if set).
+    #[serde(default)]
+    pub btp_url: Option<String>,
+    #[serde(default)]
+    pub outgoing_token: Option<String>,
+    #[serde(default)]
+    pub btp_username: Option<String>,
+    /// Client side: connections to open; 0 means one per worker.
+    #[serde(default)]
+    pub connections: usize,
+    /// Highest balance (what the peer owes us) its Prepares may reserve; past it: T04.
+    #[serde(default = "default_max_balance")]
+    pub max_balance: i64,
+    /// Lowest balance (negative = we owe the peer) our Prepares to it may reach; past it: T04.
+    #[serde(default = "default_min_balance")]
+    pub min_balance: i64,
+    /// Largest single Prepare accepted from this peer; past it: F08 with data.
+    #[serde(default)]
+    pub max_packet_amount: Option<u64>,
+    /// Optional rate limits on this peer's Prepares; past them: T05.
+    #[serde(default)]
+    pub max_packets_per_sec: Option<u32>,
+    #[serde(default)]
+    pub max_amount_per_sec: Option<u64>,
+    /// Per-account overrides of the node's expiry knobs (used when this
+    /// account is the next hop).
+    #[serde(default)]
+    pub min_message_window_ms: Option<u64>,
+    #[serde(default)]
+    pub max_hold_time_ms: Option<u64>,
+    /// The account's ILP address. A child defaults to `<node address>.<id>`
+    /// (given to it by IL-DCP); for a parent or peer this is the prefix
+    /// routed to it, if any.
+    #[serde(default)]
+    pub ilp_address: Option<String>,
+}
+
+/// A static route: destinations under `prefix` go to `account`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: String,
+    pub account: String,
+}
+
+/// Exchange rates: the price of one whole unit of each asset in a common
+/// unit, as exact decimal strings, and the connector's spread.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatesConfig {
+    /// Fraction kept by the connector, e.g. "0.002". Default "0".
+    #[serde(default)]
+    pub spread: Option<String>,
+    /// asset code -> price, e.g. `USD = "1"`, `EUR = "1.08"`. Accounts with
+    /// the same asset code convert 1:1 (only the scale changes) whether or
+    /// not a price is listed.
+    #[serde(default)]
+    pub prices: BTreeMap<String, String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 7768)))
+}
+fn default_max_in_flight() -> usize {
+    65_536
+}
+fn default_batch() -> usize {
+    256
+}
+fn default_min_message_window_ms() -> u64 {
+    1000
+}
+fn default_max_hold_time_ms() -> u64 {
+    30_000
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_max_message_size() -> usize {
+    64 * 1024
+}
+fn default_handshake_timeout_ms() -> u64 {
+    5000
+}
+fn default_write_buffer_limit() -> usize {
+    4 * 1024 * 1024
+}
+fn default_sha256_impl() -> String {
+    "auto".into()
+}
+fn default_shutdown_grace_ms() -> u64 {
+    30_000
+}
+fn default_reconnect_initial_ms() -> u64 {
+    100
+}
+fn default_max_balance() -> i64 {
+    i64::MAX
+}
+fn default_min_balance() -> i64 {
+    i64::MIN
+}
+
+/// An exact non-negative decimal, `num / den`, parsed from text like "1.08".
+/// Rate math is integer-only (DESIGN: no f64 in amount math).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decimal {
+    pub num: u128,
+    pub den: u128,
+}
+
+impl Decimal {
+    /// Parses `123`, `0.002`, `1.08` (at most 18 fraction digits).
+    pub fn parse(s: &str) -> Result<Decimal, String> {
+        let s = s.trim();
+        let (int, frac) = match s.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (s, ""),
+        };
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(int) || !(frac.is_empty() || digits(frac)) {
+            return Err(format!("{s:?} is not a decimal number like \"1.08\""));
+        }
+        if int.len() > 18 || frac.len() > 18 {
+            return Err(format!("{s:?} has too many digits (at most 18 before and 18 after the point)"));
+        }
+        let mut num: u128 = 0;
+        for b in int.bytes().chain(frac.bytes()) {
+            num = num * 10 + (b - b'0') as u128;
+        }
+        Ok(Decimal { num, den: 10u128.pow(frac.len() as u32) })
+    }
+}
+
+impl Config {
+    /// Reads and parses a TOML file (not yet validated: apply flag
+    /// overrides, then call [`Config::validate`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses TOML text. toml's messages name the offending key and line.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::new("", e.to_string().trim().to_string()))
+    }
+
+    /// Checks everything that serde cannot: addresses, ids, references
+    /// between sections, numeric ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let node = &self.node;
+        let node_addr = Address::new(&node.address)
+            .map_err(|e| ConfigError::new("node.address", format!("{:?} is not a valid ILP address: {e}", node.address)))?;
+        if node.max_in_flight == 0 {
+            return Err(ConfigError::new("node.max_in_flight", "must be at least 1"));
+        }
+        if node.batch == 0 {
+            return Err(ConfigError::new("node.batch", "must be at least 1"));
+        }
+        if node.max_message_size < 1024 || node.max_message_size > 16 * 1024 * 1024 {
+            return Err(ConfigError::new("node.max_message_size", "must be between 1024 and 16777216 bytes"));
+        }
+        if node.write_buffer_limit < node.max_message_size {
+            return Err(ConfigError::new("node.write_buffer_limit", "must be at least node.max_message_size"));
+        }
+        if node.max_hold_time_ms == 0 {
+            return Err(ConfigError::new("node.max_hold_time_ms", "must be at least 1"));
+        }
+        if !["auto", "portable", "sha-ni", "avx2", "avx512"].contains(&node.sha256_impl.as_str()) {
+            return Err(ConfigError::new(
+                "node.sha256_impl",
+                format!("{:?} is not one of auto, portable, sha-ni, avx2, avx512", node.sha256_impl),
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, a) in self.accounts.iter().enumerate() {
+            let key = |k: &str| format!("accounts[{i}].{k}");
+            if a.id.is_empty() || !a.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_~-".contains(&b)) {
+                return Err(ConfigError::new(key("id"), format!("{:?} must be non-empty and use only A-Z a-z 0-9 _ ~ -", a.id)));
+            }
+            if !ids.insert(a.id.as_str()) {
+                return Err(ConfigError::new(key("id"), format!("duplicate account id {:?}", a.id)));
+            }
+            if a.asset_code.is_empty() || a.asset_code.len() > 255 {
+                return Err(ConfigError::new(key("asset_code"), "must be 1 to 255 bytes"));
+            }
+            if a.asset_scale > 38 {
+                return Err(ConfigError::new(key("asset_scale"), "must be at most 38"));
+            }
+            if a.min_balance > 0 {
+                return Err(ConfigError::new(key("min_balance"), "must be zero or negative"));
+            }
+            if a.max_balance < 0 {
+                return Err(ConfigError::new(key("max_balance"), "must be zero or positive"));
+            }
+            match (&a.btp_url, &a.incoming_token) {
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        key("incoming_token"),
+                        "an account needs incoming_token (the peer connects to us) or btp_url (we connect to it)",
+                    ))
+                }
+                (Some(url), _) => {
+                    if !url.starts_with("ws://") {
+                        return Err(ConfigError::new(key("btp_url"), format!("{url:?} must start with ws:// (put a TLS terminator in front for wss)")));
+                    }
+                    if a.outgoing_token.is_none() {
+                        return Err(ConfigError::new(key("outgoing_token"), "required with btp_url"));
+                    }
+                }
+                (None, Some(t)) if t.is_empty() => {
+                    return Err(ConfigError::new(key("incoming_token"), "must not be empty"));
+                }
+                _ => {}
+            }
+            if let Some(addr) = &a.ilp_address {
+                Address::new(addr).map_err(|e| ConfigError::new(key("ilp_address"), format!("{addr:?} is not a valid ILP address: {e}")))?;
+            } else if a.relation == Relation::Child {
+                node_addr
+                    .with_suffix(&a.id)
+                    .map_err(|e| ConfigError::new(key("id"), format!("{}.{} is not a valid ILP address: {e}", node.address, a.id)))?;
+            }
+            if let Some(0) = a.max_packets_per_sec {
+                return Err(ConfigError::new(key("max_packets_per_sec"), "must be at least 1 (omit it for no limit)"));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |k: &str| format!("routes[{i}].{k}");
+            Address::new(&r.prefix).map_err(|e| ConfigError::new(key("prefix"), format!("{:?} is not a valid ILP address prefix: {e}", r.prefix)))?;
+            if !ids.contains(r.account.as_str()) {
+                return Err(ConfigError::new(key("account"), format!("no account with id {:?}", r.account)));
+            }
+        }
+        if let Some(s) = &self.rates.spread {
+            let d = Decimal::parse(s).map_err(|e| ConfigError::new("rates.spread", e))?;
+            if d.num >= d.den {
+                return Err(ConfigError::new("rates.spread", "must be below 1"));
+            }
+        }
+        for (code, price) in &self.rates.prices {
+            let d = Decimal::parse(price).map_err(|e| ConfigError::new(format!("rates.prices.{code}"), e))?;
+            if d.num == 0 {
+                return Err(ConfigError::new(format!("rates.prices.{code}"), "must be above 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Worker threads to start: `node.threads`, or one per core.
+    pub fn worker_count(&self) -> usize {
+        if self.node.threads > 0 {
+            self.node.threads
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+        [node]
+        address = "test.ilpd"
+        [[accounts]]
+        id = "alice"
+        relation = "child"
+        asset_code = "USD"
+        asset_scale = 9
+        incoming_token = "alice-token"
+    "#;
+
+    fn err(text: &str) -> ConfigError {
+        match Config::from_toml(text).and_then(|c| c.validate().map(|_| c)) {
+            Ok(_) => panic!("config was accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(MIN).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.node.min_message_window_ms, 1000);
+        assert_eq!(c.node.max_hold_time_ms, 30_000);
+        assert_eq!(c.node.listen, Some("127.0.0.1:7768".parse().unwrap()));
+        assert_eq!(c.accounts[0].max_balance, i64::MAX);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(err(&MIN.replace("test.ilpd", "nope.x")).key, "node.address");
+        assert_eq!(err(&MIN.replace("asset_scale = 9", "asset_scale = 99")).key, "accounts[0].asset_scale");
+        assert_eq!(err(&MIN.replace("id = \"alice\"", "id = \"a.b\"")).key, "accounts[0].id");
+        assert_eq!(err(&MIN.replace("incoming_token = \"alice-token\"", "")).key, "accounts[0].incoming_token");
+        let unknown = err(&MIN.replace("asset_scale = 9", "asset_scale = 9\ncolour = 1"));
+        assert!(unknown.problem.contains("colour"), "{unknown}");
+        let bad_route = err(&format!("{MIN}\n[[routes]]\nprefix = \"test.bob\"\naccount = \"bob\""));
+        assert_eq!(bad_route.key, "routes[0].account");
+        let bad_spread = err(&format!("{MIN}\n[rates]\nspread = \"1.5\""));
+        assert_eq!(bad_spread.key, "rates.spread");
+    }
+
+    #[test]
+    fn decimals_are_exact() {
+        assert_eq!(Decimal::parse("1.08"), Ok(Decimal { num: 108, den: 100 }));
+        assert_eq!(Decimal::parse("0.002"), Ok(Decimal { num: 2, den: 1000 }));
+        assert_eq!(Decimal::parse("7"), Ok(Decimal { num: 7, den: 1 }));
+        for bad in ["", ".5", "1.", "-1", "1e3", "1.2.3", "0x10"] {
+            assert!(Decimal::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
