@@ -315,6 +315,159 @@ pub fn last_json_line(p: &Proc) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `n` distinct free ports on 127.0.0.1 (all held until all are chosen, so
+/// they cannot repeat).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local_addr").port())
+        .collect()
+}
+
+/// Parses every stdout line of `p` that is a JSON object.
+pub fn json_lines(p: &Proc) -> Vec<serde_json::Value> {
+    p.stdout_text()
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Drivers for the scripts in tests/interop (see its README.md).
+pub mod js {
+    use super::*;
+    use serde_json::Value;
+
+    /// `btp+ws://user:token@127.0.0.1:port`, the form ilp-plugin-btp takes.
+    pub fn btp_url(user: &str, token: &str, port: u16) -> String {
+        format!("btp+ws://{user}:{token}@127.0.0.1:{port}")
+    }
+
+    /// Runs a one-shot script (`ildcp.js`, `ping.js`, `peer-balance.js`,
+    /// `stream-sender.js`) to completion and returns its exit status, its
+    /// last JSON line (Null if none) and the finished process (for logs).
+    pub fn run(script: &str, args: &[&str], timeout: Duration) -> (ExitStatus, Value, Proc) {
+        let mut cmd = node_script(script);
+        cmd.args(args);
+        let (status, p) = run_with_timeout(cmd, script, timeout);
+        let v = last_json_line(&p)
+            .and_then(|l| serde_json::from_str(&l).ok())
+            .unwrap_or(Value::Null);
+        (status, v, p)
+    }
+
+    /// Like [`run`], but panics (printing the script's output) unless it
+    /// exits 0.
+    pub fn run_ok(script: &str, args: &[&str], timeout: Duration) -> Value {
+        let (status, v, p) = run(script, args, timeout);
+        if !status.success() {
+            p.dump();
+            panic!("{script} {args:?} failed with {status}: {v}");
+        }
+        v
+    }
+
+    /// The JavaScript reference connector (js-connector.js) running in a
+    /// child process.
+    pub struct JsConnector {
+        /// The process; dropping it stops the connector.
+        pub proc: Proc,
+    }
+
+    impl JsConnector {
+        /// Writes `config` (js-connector.js format) to a temp file, starts
+        /// the connector and waits until it prints `{"ready": true}`.
+        pub fn start(config: &Value, label: &str) -> JsConnector {
+            let dir = temp_dir("js-connector");
+            let file = dir.join("config.json");
+            fs::write(&file, config.to_string()).expect("write js-connector config");
+            let mut cmd = node_script("js-connector.js");
+            cmd.arg("--config").arg(&file);
+            let mut proc = Proc::spawn(cmd, label);
+            let ready =
+                proc.wait_for_line(Duration::from_secs(30), |l| l.contains("\"ready\":true"));
+            if ready.is_none() {
+                proc.dump();
+                panic!("[{label}] js-connector did not become ready");
+            }
+            JsConnector { proc }
+        }
+    }
+
+    /// stream-receiver.js: an ilp-protocol-stream server behind a BTP
+    /// client, addressed by the connector over IL-DCP.
+    pub struct StreamReceiver {
+        /// The process; dropping it stops the receiver.
+        pub proc: Proc,
+        /// The STREAM destination address it generated.
+        pub address: String,
+        /// The shared secret, base64.
+        pub secret: String,
+    }
+
+    impl StreamReceiver {
+        /// Starts the receiver on `btp_url` and waits for its address.
+        pub fn start(btp_url: &str, label: &str) -> StreamReceiver {
+            let mut cmd = node_script("stream-receiver.js");
+            cmd.args(["--btp", btp_url]);
+            let mut proc = Proc::spawn(cmd, label);
+            let line = proc.wait_for_line(Duration::from_secs(30), |l| l.contains("\"address\""));
+            let parsed: Option<Value> = line.and_then(|l| serde_json::from_str(&l).ok());
+            let field = |k: &str| {
+                parsed
+                    .as_ref()
+                    .and_then(|v| v.get(k))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            match (field("address"), field("secret")) {
+                (Some(address), Some(secret)) => StreamReceiver {
+                    proc,
+                    address,
+                    secret,
+                },
+                _ => {
+                    proc.dump();
+                    panic!("[{label}] stream-receiver did not print its address");
+                }
+            }
+        }
+
+        /// The latest running total it reported, as a decimal string.
+        pub fn received(&self) -> Option<String> {
+            json_lines(&self.proc).iter().rev().find_map(|v| {
+                v.get("received")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+        }
+
+        /// Closes its stdin so it prints its final total and exits; returns
+        /// that total.
+        pub fn finish(&mut self) -> String {
+            self.proc.close_stdin();
+            let status = self.proc.wait_timeout(Duration::from_secs(10));
+            let fin = json_lines(&self.proc)
+                .into_iter()
+                .find(|v| v.get("final").is_some());
+            match (status, fin) {
+                (Some(s), Some(v)) if s.success() => v
+                    .get("received")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                (s, _) => {
+                    self.proc.dump();
+                    panic!("stream-receiver did not finish cleanly: {s:?}");
+                }
+            }
+        }
+    }
+}
+
 fn sanitize(label: &str) -> String {
     label
         .chars()

@@ -1,0 +1,119 @@
+//! Proves the interop harness against the JavaScript stack alone: the
+//! reference connector (ilp-connector 23, via tests/interop/js-connector.js)
+//! sits in the middle, and the JS scripts drive it. If these pass, a failure
+//! in interop_ilpd.rs points at ilpd, not at the harness.
+
+use std::time::Duration;
+
+use ilpd_tests::js::{self, btp_url, JsConnector, StreamReceiver};
+use ilpd_tests::{free_ports, require_node};
+use serde_json::json;
+
+const JS_ADDRESS: &str = "test.jsc";
+
+/// Two child accounts, each with a BTP server listener on 127.0.0.1.
+fn start_two_children(alice: u16, bob: u16) -> JsConnector {
+    let config = json!({
+        "ilpAddress": JS_ADDRESS,
+        "accounts": {
+            "alice": { "relation": "child", "btpServer": { "port": alice, "token": "alice-token" } },
+            "bob":   { "relation": "child", "btpServer": { "port": bob,   "token": "bob-token" } },
+        }
+    });
+    JsConnector::start(&config, "js-connector")
+}
+
+#[test]
+fn stream_payment_through_js_connector_arrives_exactly() {
+    require_node();
+    let ports = free_ports(2);
+    let _jsc = start_two_children(ports[0], ports[1]);
+
+    let mut rx = StreamReceiver::start(&btp_url("bob", "bob-token", ports[1]), "stream-receiver");
+    // The receiver's address comes from the connector over IL-DCP: its
+    // child address (`<connector>.<account id>`) plus STREAM's token.
+    assert!(
+        rx.address.starts_with("test.jsc.bob."),
+        "receiver address {}",
+        rx.address
+    );
+
+    let amount = "1234567";
+    let sent = js::run_ok(
+        "stream-sender.js",
+        &[
+            "--btp",
+            &btp_url("alice", "alice-token", ports[0]),
+            "--address",
+            &rx.address,
+            "--secret",
+            &rx.secret,
+            "--amount",
+            amount,
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(sent["sent"], amount, "sender output {sent}");
+    // one-to-one backend, spread 0, same asset: delivered == sent.
+    assert_eq!(sent["delivered"], amount, "sender output {sent}");
+    assert_eq!(sent["sourceAccount"], "test.jsc.alice");
+
+    // The receiver's own count, independent of what the sender believes.
+    assert_eq!(rx.finish(), amount);
+}
+
+#[test]
+fn ildcp_ping_and_peer_balance_against_js_connector() {
+    require_node();
+    let ports = free_ports(2);
+    let _jsc = start_two_children(ports[0], ports[1]);
+    let alice = btp_url("alice", "alice-token", ports[0]);
+    let t = Duration::from_secs(40);
+
+    let ildcp = js::run_ok("ildcp.js", &["--btp", &alice], t);
+    assert_eq!(ildcp["clientAddress"], "test.jsc.alice");
+    assert_eq!(ildcp["assetCode"], "USD");
+    assert_eq!(ildcp["assetScale"], 9);
+
+    // Echo: ping.js is also the pong's destination and fulfills it.
+    let ping = js::run_ok(
+        "ping.js",
+        &[
+            "--btp",
+            &alice,
+            "--destination",
+            JS_ADDRESS,
+            "--amount",
+            "7",
+        ],
+        t,
+    );
+    assert_eq!(ping["fulfilled"], true, "{ping}");
+    assert_eq!(ping["pongReceived"], true, "{ping}");
+    assert_eq!(ping["pong"]["amount"], "7", "{ping}");
+
+    // ilp-connector 23 does not implement peer.balance (digest §4.10.3): it
+    // answers any unknown peer.* protocol with F01. This checks that
+    // peer-balance.js reports a Reject as such (exit 2, code shown).
+    let (status, v, p) = js::run("peer-balance.js", &["--btp", &alice], t);
+    if status.code() != Some(2) {
+        p.dump();
+    }
+    assert_eq!(status.code(), Some(2), "{v}");
+    assert_eq!(v["reject"]["code"], "F01", "{v}");
+    assert_eq!(v["reject"]["triggeredBy"], JS_ADDRESS, "{v}");
+
+    // A wrong BTP token must fail the script, not hang it.
+    let (status, v, _p) = js::run(
+        "ildcp.js",
+        &[
+            "--btp",
+            &btp_url("alice", "wrong-token", ports[0]),
+            "--timeout",
+            "15",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{v}");
+    assert!(v.get("error").is_some(), "{v}");
+}
