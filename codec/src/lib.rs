@@ -5,6 +5,8 @@ pub mod ilp;
 pub mod oer;
 pub mod time;
 pub mod types;
+pub mod btp;
+pub mod ws;
 
 pub use error::DecodeError;
 
