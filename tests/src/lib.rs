@@ -468,6 +468,35 @@ pub mod js {
     }
 }
 
+/// Running the `ilpd` release binary.
+pub mod ilpd {
+    use super::*;
+
+    /// Writes `config_toml` to a temp folder, starts `ilpd --config FILE`
+    /// and waits until `listen` accepts TCP connections. Panics, printing
+    /// ilpd's output, if it exits or does not listen within 20 s.
+    pub fn start(config_toml: &str, listen: SocketAddr, label: &str) -> Proc {
+        let dir = temp_dir("ilpd");
+        let file = dir.join("ilpd.toml");
+        fs::write(&file, config_toml).expect("write ilpd config");
+        let mut cmd = Command::new(bin_path("ilpd"));
+        cmd.arg("--config").arg(&file);
+        let mut proc = Proc::spawn(cmd, label);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = proc.try_wait() {
+                proc.dump();
+                panic!("[{label}] ilpd exited during start-up: {status}");
+            }
+            if wait_for_port(listen, Duration::from_millis(200)) {
+                return proc;
+            }
+        }
+        proc.dump();
+        panic!("[{label}] ilpd did not listen on {listen} within 20 s");
+    }
+}
+
 fn sanitize(label: &str) -> String {
     label
         .chars()
