@@ -1,8 +1,10 @@
+#![deny(unsafe_code)]
 pub mod address;
 pub mod error;
 pub mod error_code;
 pub mod ilp;
 pub mod oer;
+pub mod sha256;
 pub mod time;
 pub mod types;
 pub mod btp;
