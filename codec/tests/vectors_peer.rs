@@ -370,6 +370,41 @@ fn vectors_json() {
     assert_eq!(seen, expected);
 }
 
+/// ilp-connector's live echo: our ping and pong builders reproduce the
+/// captured Prepares byte-for-byte.
+#[test]
+fn js_echo_ping_pong_prepares() {
+    let root = load("js-vectors.json");
+    let all = root["vectors"].as_array().expect("vectors");
+    let find = |prefix: &str| {
+        let v = all
+            .iter()
+            .find(|v| s(v, "name").starts_with(prefix))
+            .unwrap_or_else(|| panic!("no vector {prefix}"));
+        unhex(s(v, "hex"))
+    };
+    let ping_bytes = find("Echo ping Prepare");
+    let pong_bytes = find("Echo pong Prepare");
+    let ping = prepare(&ping_bytes);
+    let pong = prepare(&pong_bytes);
+    let src = match echo::parse(ping.data()) {
+        Ok(EchoData::Ping { source_address }) => source_address,
+        other => panic!("{other:?}"),
+    };
+    let rebuilt_ping = echo::ping_prepare(
+        ping.destination(),
+        ping.amount(),
+        ping.execution_condition(),
+        ping.expires_at(),
+        src,
+    );
+    assert_eq!(&rebuilt_ping[..], &ping_bytes[..]);
+    // ilp-connector shortened the pong's expiry by its 1 s window.
+    assert_eq!(pong.expires_at().0 + 1000, ping.expires_at().0);
+    let rebuilt_pong = echo::pong_prepare(&ping, src, pong.expires_at());
+    assert_eq!(&rebuilt_pong[..], &pong_bytes[..]);
+}
+
 /// Checks one inner ILP packet of a peer-protocol capture, whatever carried
 /// it (BTP, HTTP or nothing). Returns a label of what it was.
 fn check_js_ilp(bytes: &[u8], d: &Value, name: &str) -> &'static str {

@@ -8,11 +8,11 @@ use bytes::BytesMut;
 use crate::error::{DecodeError, Result};
 use crate::types::Expiry;
 
-use super::{build_peer_prepare, parse_peer_fulfill, peer_fulfill, PEER_BALANCE};
+use super::{parse_peer_fulfill, peer_fulfill, peer_request_prepare, PEER_BALANCE};
 
 /// The request: Prepare to `peer.balance`, amount 0, empty data.
 pub fn request_prepare(expires_at: Expiry) -> BytesMut {
-    build_peer_prepare(PEER_BALANCE, expires_at, &[])
+    peer_request_prepare(PEER_BALANCE, expires_at, &[])
 }
 
 /// The answer: Fulfill, 32 zero bytes, data = Int64 BE

@@ -11,7 +11,9 @@ use crate::error::{DecodeError, Result};
 use crate::oer::{self, Reader};
 use crate::types::Expiry;
 
-use super::{build_peer_prepare, peer_fulfill, PEER_ROUTE_CONTROL, PEER_ROUTE_UPDATE};
+use super::{
+    parse_peer_fulfill, peer_fulfill, peer_request_prepare, PEER_ROUTE_CONTROL, PEER_ROUTE_UPDATE,
+};
 
 /// Smallest encoding of one route: empty prefix, no hops, auth, no props.
 const MIN_ROUTE_LEN: usize = 1 + 2 + 32 + 2;
@@ -324,14 +326,14 @@ impl<'a> RouteUpdateRequest<'a> {
 pub fn control_prepare(req: &RouteControlRequest<'_>, expires_at: Expiry) -> BytesMut {
     let mut data = BytesMut::with_capacity(req.encoded_len());
     req.write_to(&mut data);
-    build_peer_prepare(PEER_ROUTE_CONTROL, expires_at, &data)
+    peer_request_prepare(PEER_ROUTE_CONTROL, expires_at, &data)
 }
 
 /// The full Prepare to `peer.route.update`.
 pub fn update_prepare(req: &RouteUpdateRequest<'_>, expires_at: Expiry) -> BytesMut {
     let mut data = BytesMut::with_capacity(req.encoded_len());
     req.write_to(&mut data);
-    build_peer_prepare(PEER_ROUTE_UPDATE, expires_at, &data)
+    peer_request_prepare(PEER_ROUTE_UPDATE, expires_at, &data)
 }
 
 /// The reply to either CCP request: Fulfill, 32 zero bytes, empty data
@@ -340,9 +342,24 @@ pub fn ccp_response_fulfill() -> BytesMut {
     peer_fulfill(&[])
 }
 
+/// Checks a Fulfill answering one of our CCP requests: its fulfillment must
+/// be 32 zero bytes (ilp-protocol-ccp `deserializeCcpResponse`); any data is
+/// ignored.
+pub fn parse_ccp_response(buf: &[u8]) -> Result<()> {
+    parse_peer_fulfill(buf).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_round_trip() {
+        assert_eq!(parse_ccp_response(&ccp_response_fulfill()), Ok(()));
+        let mut wrong = ccp_response_fulfill();
+        wrong[10] = 1;
+        assert!(parse_ccp_response(&wrong).is_err());
+    }
 
     #[test]
     fn meta_follows_js_rules() {

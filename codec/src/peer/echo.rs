@@ -2,10 +2,12 @@
 //! a Prepare to the connector's own address whose data starts with
 //! `ECHOECHOECHOECHO` asks it to send a pong back to the source address.
 
-use bytes::BufMut;
+use bytes::{BufMut, BytesMut};
 
 use crate::error::{DecodeError, Result};
+use crate::ilp::{Prepare, PrepareBuilder};
 use crate::oer::{self, Reader};
+use crate::types::Expiry;
 
 /// The 16 ASCII bytes every echo payload starts with.
 pub const ECHO_PREFIX: &[u8; 16] = b"ECHOECHOECHOECHO";
@@ -71,6 +73,46 @@ pub fn pong_data() -> [u8; 17] {
     out
 }
 
+/// A ping Prepare to `destination` (the connector's own address) asking
+/// for a pong at `source_address`.
+pub fn ping_prepare(
+    destination: &[u8],
+    amount: u64,
+    execution_condition: &[u8; 32],
+    expires_at: Expiry,
+    source_address: &[u8],
+) -> BytesMut {
+    let mut data = BytesMut::with_capacity(ping_len(source_address));
+    write_ping(&mut data, source_address);
+    PrepareBuilder {
+        amount,
+        expires_at,
+        execution_condition,
+        destination,
+        data: &data,
+    }
+    .build()
+}
+
+/// The pong Prepare answering `ping`: to `source_address`, same amount and
+/// condition, data = pong (digest §4.10.5). `expires_at` is the caller's
+/// policy (ilp-connector v23 keeps the ping's and lets the pipeline shorten
+/// it).
+pub fn pong_prepare<T: AsRef<[u8]>>(
+    ping: &Prepare<T>,
+    source_address: &[u8],
+    expires_at: Expiry,
+) -> BytesMut {
+    PrepareBuilder {
+        amount: ping.amount(),
+        expires_at,
+        execution_condition: ping.execution_condition(),
+        destination: source_address,
+        data: &pong_data(),
+    }
+    .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +133,32 @@ mod tests {
         assert_eq!(parse(&pong_data()), Ok(EchoData::Pong));
         assert_eq!(&pong_data()[..16], ECHO_PREFIX);
         assert_eq!(pong_data()[16], 1);
+    }
+
+    #[test]
+    fn ping_then_pong_prepare() {
+        let cond = [9u8; 32];
+        let ping = ping_prepare(
+            b"test.conn",
+            10,
+            &cond,
+            Expiry(1_000_000),
+            b"test.conn.alice",
+        );
+        let p = Prepare::new_checked(&ping[..]).expect("ping");
+        assert_eq!(p.destination(), b"test.conn");
+        let src = match parse(p.data()) {
+            Ok(EchoData::Ping { source_address }) => source_address,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(src, b"test.conn.alice");
+        let pong = pong_prepare(&p, src, Expiry(999_000));
+        let q = Prepare::new_checked(&pong[..]).expect("pong");
+        assert_eq!(q.destination(), b"test.conn.alice");
+        assert_eq!(q.amount(), 10);
+        assert_eq!(q.execution_condition(), &cond);
+        assert_eq!(q.expires_at(), Expiry(999_000));
+        assert_eq!(parse(q.data()), Ok(EchoData::Pong));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::error::{DecodeError, Result};
 use crate::oer::{self, Reader};
 use crate::types::Expiry;
 
-use super::{build_peer_prepare, parse_peer_fulfill, peer_fulfill, PEER_CONFIG};
+use super::{parse_peer_fulfill, peer_fulfill, peer_request_prepare, PEER_CONFIG};
 
 /// The data of an IL-DCP response Fulfill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl<'a> IldcpResponse<'a> {
 /// The IL-DCP request: Prepare to `peer.config`, amount 0, peer-protocol
 /// condition, empty data (RFC 31).
 pub fn request_prepare(expires_at: Expiry) -> BytesMut {
-    build_peer_prepare(PEER_CONFIG, expires_at, &[])
+    peer_request_prepare(PEER_CONFIG, expires_at, &[])
 }
 
 /// The IL-DCP answer: Fulfill with the 32-zero-byte fulfillment.

@@ -122,8 +122,9 @@ fn check_condition_and_expiry<T: AsRef<[u8]>>(
     Ok(())
 }
 
-/// A peer-protocol request Prepare: amount 0, peer-protocol condition.
-pub(crate) fn build_peer_prepare(destination: &[u8], expires_at: Expiry, data: &[u8]) -> BytesMut {
+/// A peer-protocol request Prepare: amount 0, peer-protocol condition
+/// (also what `peer.settle` messages ride in, RFC 38).
+pub fn peer_request_prepare(destination: &[u8], expires_at: Expiry, data: &[u8]) -> BytesMut {
     PrepareBuilder {
         amount: 0,
         expires_at,
@@ -135,7 +136,7 @@ pub(crate) fn build_peer_prepare(destination: &[u8], expires_at: Expiry, data: &
 }
 
 /// A peer-protocol answer: Fulfill with 32 zero bytes and `data`.
-pub(crate) fn peer_fulfill(data: &[u8]) -> BytesMut {
+pub fn peer_fulfill(data: &[u8]) -> BytesMut {
     FulfillBuilder {
         fulfillment: &PEER_PROTOCOL_FULFILLMENT.0,
         data,
@@ -145,7 +146,7 @@ pub(crate) fn peer_fulfill(data: &[u8]) -> BytesMut {
 
 /// Parses a whole Fulfill answering a peer-protocol request and returns its
 /// data; the fulfillment must be 32 zero bytes.
-pub(crate) fn parse_peer_fulfill(buf: &[u8]) -> Result<&[u8]> {
+pub fn parse_peer_fulfill(buf: &[u8]) -> Result<&[u8]> {
     let f = Fulfill::new_checked(buf)?;
     if f.fulfillment() != &PEER_PROTOCOL_FULFILLMENT.0 {
         return Err(DecodeError::Invalid("fulfillment is not 32 zero bytes"));
