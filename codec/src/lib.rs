@@ -4,6 +4,7 @@ pub mod error;
 pub mod error_code;
 pub mod ilp;
 pub mod oer;
+pub mod peer;
 pub mod sha256;
 pub mod time;
 pub mod types;
