@@ -117,3 +117,112 @@ fn ildcp_ping_and_peer_balance_against_js_connector() {
     assert_eq!(status.code(), Some(1), "{v}");
     assert!(v.get("error").is_some(), "{v}");
 }
+
+/// Two JS connectors peered over BTP (B dials A), alice a child of A, bob a
+/// child of B. With `static_routes` each has a configured route to the
+/// other; without, they learn them over CCP (route broadcasting is on by
+/// default in ilp-connector 23 for peers). Returns (A, B, alice port, bob
+/// port). This is the topology interop_ilpd_js.rs runs with ilpd as B.
+fn start_two_js_connectors(static_routes: bool) -> (JsConnector, JsConnector, u16, u16) {
+    let ports = free_ports(3);
+    let (alice, peering, bob) = (ports[0], ports[1], ports[2]);
+    let routes = |prefix: &str, peer: &str| {
+        if static_routes {
+            json!([{ "targetPrefix": prefix, "peerId": peer }])
+        } else {
+            json!([])
+        }
+    };
+    let a = JsConnector::start(
+        &json!({
+            "ilpAddress": "test.jsa",
+            "accounts": {
+                "alice": { "relation": "child", "btpServer": { "port": alice, "token": "alice-token" } },
+                "b": { "relation": "peer", "btpServer": { "port": peering, "token": "a-b-token" } },
+            },
+            "connector": { "routes": routes("test.jsb", "b") }
+        }),
+        "js-connector-a",
+    );
+    let b = JsConnector::start(
+        &json!({
+            "ilpAddress": "test.jsb",
+            "accounts": {
+                "bob": { "relation": "child", "btpServer": { "port": bob, "token": "bob-token" } },
+                "a": { "relation": "peer", "btpClient": {
+                    "url": format!("btp+ws://127.0.0.1:{peering}"), "username": "b", "token": "a-b-token" } },
+            },
+            "connector": { "routes": routes("test.jsa", "a") }
+        }),
+        "js-connector-b",
+    );
+    (a, b, alice, bob)
+}
+
+/// Sends `amount` from alice (on `alice_port`) to a fresh STREAM receiver
+/// at bob (on `bob_port`); asserts exact delivery on both ends.
+fn stream_across(alice_port: u16, bob_port: u16, amount: &str, expect_prefix: &str) {
+    let mut rx = StreamReceiver::start(&btp_url("bob", "bob-token", bob_port), "stream-receiver");
+    assert!(
+        rx.address.starts_with(expect_prefix),
+        "receiver address {}",
+        rx.address
+    );
+    let alice = btp_url("alice", "alice-token", alice_port);
+    let args = [
+        "--btp",
+        &alice,
+        "--address",
+        &rx.address,
+        "--secret",
+        &rx.secret,
+        "--amount",
+        amount,
+    ];
+    let sent = js::run_ok("stream-sender.js", &args, Duration::from_secs(90));
+    assert_eq!(sent["sent"], amount, "sender output {sent}");
+    assert_eq!(sent["delivered"], amount, "sender output {sent}");
+    assert_eq!(rx.finish(), amount);
+}
+
+#[test]
+fn stream_payment_across_two_js_connectors_static_routes() {
+    require_node();
+    let (_a, _b, alice, bob) = start_two_js_connectors(true);
+    stream_across(alice, bob, "424242", "test.jsb.bob.");
+}
+
+#[test]
+fn stream_payment_across_two_js_connectors_ccp_routes() {
+    require_node();
+    let (_a, _b, alice, bob) = start_two_js_connectors(false);
+    // B connects to A after both are ready; CCP route exchange follows
+    // within a second or so on this machine. Wait until A can reach B's
+    // address (an echo ping to test.jsb is fulfilled only once A has a route
+    // to test.jsb and B one back to test.jsa.alice).
+    let alice_url = btp_url("alice", "alice-token", alice);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, v, _p) = js::run(
+            "ping.js",
+            &[
+                "--btp",
+                &alice_url,
+                "--destination",
+                "test.jsb",
+                "--timeout",
+                "10",
+            ],
+            Duration::from_secs(20),
+        );
+        if status.success() && v["fulfilled"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "routes never converged: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stream_across(alice, bob, "31337", "test.jsb.bob.");
+}
