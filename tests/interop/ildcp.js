@@ -10,7 +10,7 @@ async function main () {
   lib.installCrashHandlers()
   lib.armTimeout(args, 30)
   const plugin = lib.makePlugin(args)
-  await lib.connectPlugin(plugin)
+  await lib.connectPlugin(plugin, args)
   const info = await ILDCP.fetch(plugin.sendData.bind(plugin))
   lib.emit({ clientAddress: info.clientAddress, assetScale: info.assetScale, assetCode: info.assetCode })
   lib.exitAfterFlush(0)

@@ -77,7 +77,9 @@ function required (args, key) {
 function makePlugin (args) {
   if (args.btp) {
     const BtpPlugin = require('ilp-plugin-btp')
-    const server = String(args.btp)
+    // ilp-plugin-btp insists on the btp+ws:// spelling; accept ws:// too.
+    let server = String(args.btp)
+    if (/^wss?:\/\//.test(server)) server = 'btp+' + server
     assertLoopback(server)
     return new BtpPlugin({
       server,
@@ -117,8 +119,10 @@ function assertLoopback (url) {
   }
 }
 
-// Connects the plugin with a bounded wait (ilp-plugin-btp retries forever).
-async function connectPlugin (plugin, ms = 10000) {
+// Connects the plugin with a bounded wait (ilp-plugin-btp retries a refused
+// connection forever): `--connect-timeout-ms`, default 10 s.
+async function connectPlugin (plugin, args = {}) {
+  const ms = Number(args['connect-timeout-ms'] || 10000)
   await withTimeout(plugin.connect(), ms, `plugin did not connect within ${ms} ms`)
 }
 

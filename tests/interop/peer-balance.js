@@ -12,7 +12,7 @@ async function main () {
   lib.installCrashHandlers()
   lib.armTimeout(args, 30)
   const plugin = lib.makePlugin(args)
-  await lib.connectPlugin(plugin)
+  await lib.connectPlugin(plugin, args)
   const prepare = IlpPacket.serializeIlpPrepare({
     amount: '0',
     destination: 'peer.balance',

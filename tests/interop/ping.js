@@ -52,7 +52,7 @@ async function main () {
     return IlpPacket.serializeIlpFulfill({ fulfillment, data: Buffer.alloc(0) })
   })
 
-  await lib.connectPlugin(plugin)
+  await lib.connectPlugin(plugin, args)
   ownAddress = (await ILDCP.fetch(plugin.sendData.bind(plugin))).clientAddress
 
   const w = new Writer()

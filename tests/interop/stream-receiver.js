@@ -27,7 +27,7 @@ async function main () {
   process.on('SIGINT', () => finish(0))
 
   const plugin = lib.makePlugin(args)
-  await lib.connectPlugin(plugin)
+  await lib.connectPlugin(plugin, args)
   // createServer connects the plugin (already done) and runs IL-DCP.
   const server = await lib.withTimeout(createServer({ plugin }), 10000, 'STREAM server did not start (IL-DCP?)')
 

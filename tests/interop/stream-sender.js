@@ -19,7 +19,7 @@ async function main () {
   const sendMs = Number(args['send-timeout-ms'] || 30000)
 
   const plugin = lib.makePlugin(args)
-  await lib.connectPlugin(plugin)
+  await lib.connectPlugin(plugin, args)
   // createConnection runs IL-DCP for our own address, then a rate probe.
   const conn = await lib.withTimeout(
     createConnection({ plugin, destinationAccount, sharedSecret }),
