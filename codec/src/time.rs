@@ -40,6 +40,8 @@ const fn civil_from_days(days: u64) -> (u32, u32, u32) {
     (y, m, d)
 }
 
+// `is_multiple_of` needs Rust 1.87; the workspace targets 1.80.
+#[allow(clippy::manual_is_multiple_of)]
 #[inline]
 const fn is_leap(y: u32) -> bool {
     y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
