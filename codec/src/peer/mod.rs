@@ -154,7 +154,9 @@ pub fn parse_peer_fulfill(buf: &[u8]) -> Result<&[u8]> {
     // `Fulfill::data` borrows the view; re-slice `buf` so the result lives
     // as long as the input (the view checked these bounds already).
     let data = f.data();
-    let start = data.as_ptr() as usize - buf.as_ptr() as usize;
+    let start = (data.as_ptr() as usize)
+        .checked_sub(buf.as_ptr() as usize)
+        .ok_or(DecodeError::Truncated)?;
     buf.get(start..start + data.len())
         .ok_or(DecodeError::Truncated)
 }
@@ -162,6 +164,66 @@ pub fn parse_peer_fulfill(buf: &[u8]) -> Result<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_checks() {
+        let ok = peer_request_prepare(PEER_BALANCE, Expiry(5_000), b"");
+        let p = Prepare::new_checked(&ok[..]).expect("prepare");
+        assert_eq!(is_peer_protocol_request(&p, 5_000), Ok(()));
+        assert_eq!(
+            is_peer_protocol_request(&p, 5_001),
+            Err(PeerRequestError::Expired)
+        );
+        assert_eq!(check_request(&p, PEER_BALANCE, 0), Ok(()));
+        assert_eq!(
+            check_request(&p, PEER_CONFIG, 0),
+            Err(PeerRequestError::WrongDestination)
+        );
+
+        let cond = [1u8; 32];
+        let wrong = PrepareBuilder {
+            amount: 0,
+            expires_at: Expiry(5_000),
+            execution_condition: &cond,
+            destination: PEER_CONFIG,
+            data: b"",
+        }
+        .build();
+        let p = Prepare::new_checked(&wrong[..]).expect("prepare");
+        assert_eq!(
+            check_request(&p, PEER_CONFIG, 0),
+            Err(PeerRequestError::WrongCondition)
+        );
+
+        let not_peer = PrepareBuilder {
+            amount: 0,
+            expires_at: Expiry(5_000),
+            execution_condition: &PEER_PROTOCOL_CONDITION.0,
+            destination: b"g.peer.config",
+            data: b"",
+        }
+        .build();
+        let p = Prepare::new_checked(&not_peer[..]).expect("prepare");
+        assert_eq!(
+            is_peer_protocol_request(&p, 0),
+            Err(PeerRequestError::WrongDestination)
+        );
+    }
+
+    #[test]
+    fn fulfill_must_be_zero() {
+        let f = peer_fulfill(b"abc");
+        assert_eq!(parse_peer_fulfill(&f), Ok(&b"abc"[..]));
+        let other = FulfillBuilder {
+            fulfillment: &[3; 32],
+            data: b"abc",
+        }
+        .build();
+        assert_eq!(
+            parse_peer_fulfill(&other),
+            Err(DecodeError::Invalid("fulfillment is not 32 zero bytes"))
+        );
+    }
 
     #[test]
     fn classify_destinations() {
