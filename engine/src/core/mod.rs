@@ -3,11 +3,32 @@
 //! no threads: the mio workers (`crate::io`) feed it and carry out what it
 //! asks. See docs/engine-core.md.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use ilpd_codec::address::Address;
+use ilpd_codec::sha256::{self, BatchVerifier};
 
-use crate::config::{AccountConfig, Config, ConfigError};
+use crate::config::{AccountConfig, Config, ConfigError, Relation};
+
+mod accounts;
+mod forward;
+mod metrics;
+mod peer;
+mod pending;
+mod rates;
+mod routing;
+
+pub use accounts::BalanceSnapshot;
+pub use forward::Core;
+pub use pending::{Entry as PendingEntry, MAX_SLOTS, WHEEL_SLOTS};
+pub use rates::{ConvertError, Factor};
+
+use accounts::AccountState;
+use metrics::{AccountView, Metrics};
+use rates::RateTable;
+use routing::Router;
 
 pub use ilpd_codec::error_code::ErrorCode;
 
@@ -50,101 +71,245 @@ pub enum Action {
 
 /// Node-wide state shared by all workers (behind an Arc); lock-free on the hot path.
 pub struct Shared {
-    _priv: (),
+    node_address: Address,
+    configs: Vec<AccountConfig>,
+    /// Each account's own address: a child's `<node>.<id>` unless it has
+    /// `ilp_address`, which any account may have. IL-DCP tells children theirs.
+    addresses: Vec<Option<Address>>,
+    states: Box<[AccountState]>,
+    by_name: HashMap<String, AccountId>,
+    /// (min_message_window_ms, max_hold_time_ms) when the account is the next hop.
+    expiry_knobs: Vec<(u64, u64)>,
+    router: Router,
+    rates: RateTable,
+    max_in_flight: usize,
+    verifier: BatchVerifier,
+    metrics: Metrics,
 }
 
 impl Shared {
-    /// Builds accounts (cache-padded atomic balances), the routing snapshot and the rate table from a VALIDATED config.
-    pub fn from_config(_cfg: &Config) -> Result<Arc<Shared>, ConfigError> {
-        todo!()
+    /// Builds accounts (cache-padded atomic balances), the routing snapshot and the rate table from a VALIDATED config
+    /// (it is validated again here; it is cheap). Fails if `node.sha256_impl` names a kernel this CPU lacks or a rate
+    /// cannot be represented exactly.
+    pub fn from_config(cfg: &Config) -> Result<Arc<Shared>, ConfigError> {
+        cfg.validate()?;
+        let node = &cfg.node;
+        let node_address = Address::new(&node.address).map_err(|e| {
+            ConfigError::new(
+                "node.address",
+                format!("{:?} is not a valid ILP address: {e}", node.address),
+            )
+        })?;
+        let choice = sha256::parse_choice(&node.sha256_impl)
+            .map_err(|e| ConfigError::new("node.sha256_impl", e))?;
+        let verifier =
+            BatchVerifier::new(choice).map_err(|e| ConfigError::new("node.sha256_impl", e))?;
+        let n = cfg.accounts.len();
+        if n > u32::MAX as usize - 1 {
+            return Err(ConfigError::new("accounts", "too many accounts"));
+        }
+        let mut addresses = Vec::with_capacity(n);
+        let mut local = Vec::new();
+        let mut by_name = HashMap::with_capacity(n);
+        let mut states = Vec::with_capacity(n);
+        let mut expiry_knobs = Vec::with_capacity(n);
+        for (i, a) in cfg.accounts.iter().enumerate() {
+            let key = |k: &str| format!("accounts[{i}].{k}");
+            let id = AccountId(i as u32);
+            let addr = match (&a.ilp_address, a.relation) {
+                (Some(s), _) => Some(
+                    Address::new(s)
+                        .map_err(|e| ConfigError::new(key("ilp_address"), format!("{s:?}: {e}")))?,
+                ),
+                (None, Relation::Child) => Some(node_address.with_suffix(&a.id).map_err(|e| {
+                    ConfigError::new(key("id"), format!("{}.{}: {e}", node.address, a.id))
+                })?),
+                (None, _) => None,
+            };
+            if let Some(addr) = &addr {
+                local.push((Box::<[u8]>::from(addr.as_bytes()), id));
+            }
+            addresses.push(addr);
+            by_name.insert(a.id.clone(), id);
+            states.push(AccountState::new(
+                a.min_balance,
+                a.max_balance,
+                a.max_packets_per_sec,
+                a.max_amount_per_sec,
+            ));
+            expiry_knobs.push((
+                a.min_message_window_ms
+                    .unwrap_or(node.min_message_window_ms),
+                a.max_hold_time_ms.unwrap_or(node.max_hold_time_ms),
+            ));
+        }
+        let mut fixed = Vec::with_capacity(cfg.routes.len());
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let to = *by_name.get(&r.account).ok_or_else(|| {
+                ConfigError::new(
+                    format!("routes[{i}].account"),
+                    format!("no account with id {:?}", r.account),
+                )
+            })?;
+            fixed.push((Box::<[u8]>::from(r.prefix.as_bytes()), to));
+        }
+        Ok(Arc::new(Shared {
+            node_address,
+            configs: cfg.accounts.clone(),
+            addresses,
+            states: states.into_boxed_slice(),
+            by_name,
+            expiry_knobs,
+            router: Router::new(local, fixed),
+            rates: RateTable::new(&cfg.accounts, &cfg.rates)?,
+            max_in_flight: node.max_in_flight,
+            verifier,
+            metrics: Metrics::new(cfg.worker_count(), n),
+        }))
     }
-    pub fn node_address(&self) -> &ilpd_codec::address::Address {
-        todo!()
+
+    pub fn node_address(&self) -> &Address {
+        &self.node_address
     }
+
     pub fn account_count(&self) -> usize {
-        todo!()
+        self.configs.len()
     }
-    pub fn account_config(&self, _id: AccountId) -> &AccountConfig {
-        todo!()
+
+    /// Panics on an id this `Shared` did not hand out (ids never come from peers).
+    pub fn account_config(&self, id: AccountId) -> &AccountConfig {
+        &self.configs[id.0 as usize]
     }
-    pub fn account_by_name(&self, _name: &str) -> Option<AccountId> {
-        todo!()
+
+    pub fn account_by_name(&self, name: &str) -> Option<AccountId> {
+        self.by_name.get(name).copied()
     }
+
+    /// The account's own ILP address (a child's `<node>.<id>`, or `ilp_address`).
+    pub fn account_address(&self, id: AccountId) -> Option<&Address> {
+        self.addresses.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
     /// Constant-time comparison against every account's incoming_token; never logs the token.
-    pub fn authenticate(&self, _username: Option<&[u8]>, _token: &[u8]) -> Option<AccountId> {
-        todo!()
+    /// `username`, when the peer sent one, must equal the account id if given.
+    pub fn authenticate(&self, username: Option<&[u8]>, token: &[u8]) -> Option<AccountId> {
+        let mut found: Option<AccountId> = None;
+        // Every account is compared, whatever matched, so timing does not
+        // reveal which account (or how much of a token) matched.
+        for (i, a) in self.configs.iter().enumerate() {
+            let Some(expected) = a.incoming_token.as_deref() else {
+                continue;
+            };
+            let token_ok = ct_eq(expected.as_bytes(), token);
+            let user_ok = match username {
+                Some(u) => ct_eq(a.id.as_bytes(), u),
+                None => true,
+            };
+            if token_ok & user_ok & found.is_none() {
+                found = Some(AccountId(i as u32));
+            }
+        }
+        found
     }
-    pub fn connection_opened(&self, _id: AccountId) {
-        todo!()
+
+    pub fn connection_opened(&self, id: AccountId) {
+        if let Some(s) = self.states.get(id.0 as usize) {
+            s.connection_opened();
+        }
     }
-    pub fn connection_closed(&self, _id: AccountId) {
-        todo!()
+
+    pub fn connection_closed(&self, id: AccountId) {
+        if let Some(s) = self.states.get(id.0 as usize) {
+            s.connection_closed();
+        }
     }
-    pub fn is_connected(&self, _id: AccountId) -> bool {
-        todo!()
+
+    #[inline]
+    pub fn is_connected(&self, id: AccountId) -> bool {
+        self.states
+            .get(id.0 as usize)
+            .is_some_and(|s| s.connections() > 0)
     }
-    /// Balance as defined in DESIGN (positive = the peer owes us).
-    pub fn balance(&self, _id: AccountId) -> i64 {
-        todo!()
+
+    /// Balance as defined in DESIGN (positive = the peer owes us); 0 for an unknown id.
+    pub fn balance(&self, id: AccountId) -> i64 {
+        self.states
+            .get(id.0 as usize)
+            .map_or(0, AccountState::balance)
     }
-    /// Prometheus text for everything the core counts.
+
+    /// Balance plus the amounts held by pending Prepares in each direction.
+    pub fn balance_snapshot(&self, id: AccountId) -> Option<BalanceSnapshot> {
+        self.states.get(id.0 as usize).map(AccountState::snapshot)
+    }
+
+    /// Segment-aware longest-prefix route lookup (what forwarding uses).
+    pub fn route(&self, destination: &[u8]) -> Option<AccountId> {
+        self.router.lookup(destination)
+    }
+
+    /// Replaces the learned (CCP) routes; static and local routes still win.
+    pub fn set_learned_routes(&self, routes: Vec<(Address, AccountId)>) {
+        self.router.set_learned(
+            routes
+                .into_iter()
+                .map(|(p, a)| (Box::<[u8]>::from(p.as_bytes()), a))
+                .collect(),
+        );
+    }
+
+    /// The fulfillment verifier chosen from `node.sha256_impl`.
+    pub fn verifier(&self) -> BatchVerifier {
+        self.verifier
+    }
+
+    /// Prometheus text for everything the core counts (packets by type/outcome/reject code per account,
+    /// in-flight, balances, per-worker loop and batch sizes, forwarding latency histogram).
     pub fn render_metrics(&self) -> String {
-        todo!()
+        let views: Vec<AccountView<'_>> = self
+            .configs
+            .iter()
+            .zip(self.states.iter())
+            .map(|(c, s)| {
+                let b = s.snapshot();
+                AccountView {
+                    name: &c.id,
+                    balance: b.balance,
+                    reserved_incoming: b.reserved_incoming,
+                    reserved_outgoing: b.reserved_outgoing,
+                    connections: s.connections(),
+                }
+            })
+            .collect();
+        self.metrics.render(&views)
     }
-    /// Per-worker loop statistics IO records.
-    pub fn record_loop(&self, _worker: usize, _messages_in_turn: usize) {
-        todo!()
+
+    /// Per-worker loop statistics IO records (relaxed atomics, written by one worker only).
+    pub fn record_loop(&self, worker: usize, messages_in_turn: usize) {
+        self.metrics.worker(worker).record_loop(messages_in_turn);
     }
 }
 
-/// Per-worker forwarding state. Not Sync; one per worker.
-pub struct Core {
-    _shared: Arc<Shared>,
+/// Compares in time that depends only on the lengths.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for (i, x) in a.iter().enumerate() {
+        let y = b.get(i).copied().unwrap_or(!*x);
+        diff |= (x ^ y) as u64;
+    }
+    diff == 0
 }
 
-impl Core {
-    pub fn new(shared: Arc<Shared>, _worker: usize) -> Core {
-        Core { _shared: shared }
-    }
-    pub fn on_prepare(
-        &mut self,
-        _now: Now,
-        _from: ReplyTo,
-        _packet: BytesMut,
-        _out: &mut Vec<Action>,
-    ) {
-        todo!()
-    }
-    pub fn on_reply(
-        &mut self,
-        _now: Now,
-        _from: AccountId,
-        _out_id: OutId,
-        _packet: BytesMut,
-        _out: &mut Vec<Action>,
-    ) {
-        todo!()
-    }
-    pub fn on_forward_failed(
-        &mut self,
-        _now: Now,
-        _out_id: OutId,
-        _code: ErrorCode,
-        _message: &str,
-        _out: &mut Vec<Action>,
-    ) {
-        todo!()
-    }
-    pub fn flush(&mut self, _now: Now, _out: &mut Vec<Action>) {
-        todo!()
-    }
-    pub fn on_timers(&mut self, _now: Now, _out: &mut Vec<Action>) {
-        todo!()
-    }
-    pub fn next_deadline(&self) -> Option<u64> {
-        todo!()
-    }
-    pub fn in_flight(&self) -> usize {
-        todo!()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_eq_works() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        assert!(!ct_eq(b"ab", b"abc"));
+        assert!(ct_eq(b"", b""));
     }
 }

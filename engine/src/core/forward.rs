@@ -1,0 +1,528 @@
+//! [`Core`]: one worker's forwarding state machine (RFC 27 connector flow,
+//! digest §2.7 and §4).
+//!
+//! A Prepare goes through, in order: parse (F01), expired on arrival (R00),
+//! packets/s limit (T05), max packet amount (F08), then either a local
+//! answer (`peer.*`, echo: see `peer.rs`) or forwarding: route (F02), next
+//! hop connected (T01), exchange rate (R01/F08/T00), outgoing expiry (R02),
+//! pending table room (T03), amount/s limit (T05), incoming reservation
+//! (T04), outgoing reservation (T04). It is then patched in place (amount,
+//! expiry) and handed to IO as [`Action::Forward`].
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ilpd_codec::ilp::{packet_type, Fulfill, PacketType, Prepare, Reject, RejectBuilder};
+use ilpd_codec::sha256::BatchVerifier;
+use ilpd_codec::types::{AmountTooLarge, Expiry};
+use tracing::debug;
+
+use super::metrics::{Dropped, WorkerMetrics};
+use super::pending::{Entry, NewEntry, Pending};
+use super::rates::ConvertError;
+use super::{AccountId, Action, ErrorCode, Now, OutId, ReplyTo, Shared};
+
+/// Per-worker forwarding state: pending table (bounded by node.max_in_flight, past it T03),
+/// timer wheel, the batch of Fulfills waiting for verification. Not Sync; one per worker.
+pub struct Core {
+    pub(super) shared: Arc<Shared>,
+    worker: usize,
+    pending: Pending,
+    verifier: BatchVerifier,
+    /// Fulfills waiting for `flush`: the entry they answer and the packet.
+    batch: Vec<(Entry, BytesMut)>,
+    conditions: Vec<[u8; 32]>,
+    fulfillments: Vec<[u8; 32]>,
+    results: Vec<bool>,
+    expired: Vec<Entry>,
+}
+
+impl Core {
+    pub fn new(shared: Arc<Shared>, worker: usize) -> Core {
+        Core {
+            pending: Pending::new(shared.max_in_flight),
+            verifier: shared.verifier,
+            shared,
+            worker,
+            batch: Vec::new(),
+            conditions: Vec::new(),
+            fulfillments: Vec::new(),
+            results: Vec::new(),
+            expired: Vec::new(),
+        }
+    }
+
+    #[inline]
+    pub(super) fn metrics(&self) -> &WorkerMetrics {
+        self.shared.metrics.worker(self.worker)
+    }
+
+    /// Sends one of our own Rejects back to `to` (digest §2.7 rule 10:
+    /// triggeredBy = our address; the builder caps the message at 8191 bytes).
+    pub(super) fn reject(
+        &self,
+        to: ReplyTo,
+        code: ErrorCode,
+        message: &str,
+        data: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        debug!(
+            account = to.account.0,
+            code = code.as_str(),
+            message,
+            "reject"
+        );
+        let packet = RejectBuilder {
+            code,
+            triggered_by: self.shared.node_address.as_bytes(),
+            message: message.as_bytes(),
+            data,
+        }
+        .build();
+        self.metrics().reject_sent(to.account.0, code);
+        out.push(Action::Reply { to, packet });
+    }
+
+    /// A request's ILP packet arrived from an authenticated peer (the `ilp` entry of a BTP Message).
+    /// Malformed / not a Prepare → F01 Reply. Handles peer.config, peer.balance, echo, peer.route.* (F02 until CCP
+    /// exists), forwarding.
+    pub fn on_prepare(&mut self, now: Now, from: ReplyTo, packet: BytesMut, out: &mut Vec<Action>) {
+        let idx = from.account.0 as usize;
+        if idx >= self.shared.account_count() {
+            return self.reject(
+                from,
+                ErrorCode::T00_INTERNAL_ERROR,
+                "unknown account",
+                &[],
+                out,
+            );
+        }
+        if let Some(c) = self.metrics().account(from.account.0) {
+            c.prepares_in
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let prepare = match Prepare::new_checked(packet) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = match packet_type_of(&e) {
+                    true => format!("invalid ILP Prepare: {e}"),
+                    false => format!("expected an ILP Prepare: {e}"),
+                };
+                return self.reject(from, ErrorCode::F01_INVALID_PACKET, &msg, &[], out);
+            }
+        };
+        let amount = prepare.amount();
+        let expires = prepare.expires_at().0;
+        // DESIGN: already expired on arrival → R00.
+        if expires <= now.unix_ms {
+            let msg = format!(
+                "the Prepare expired {} ms before it arrived",
+                now.unix_ms - expires
+            );
+            return self.reject(from, ErrorCode::R00_TRANSFER_TIMED_OUT, &msg, &[], out);
+        }
+        let shared = &*self.shared;
+        let state = &shared.states[idx];
+        let cfg = &shared.configs[idx];
+        if let Some(g) = &state.packets {
+            if !g.try_take(now.mono_ns, 1) {
+                let msg = format!(
+                    "rate limited: more than {} packets per second",
+                    cfg.max_packets_per_sec.unwrap_or(0)
+                );
+                return self.reject(from, ErrorCode::T05_RATE_LIMITED, &msg, &[], out);
+            }
+        }
+        // Digest §4.6: F08 with (received, maximum) in the incoming link's units.
+        if let Some(max) = cfg.max_packet_amount {
+            if amount > max {
+                let data = AmountTooLarge {
+                    received: amount,
+                    maximum: max,
+                }
+                .encode();
+                let msg = format!("amount {amount} exceeds the maximum packet amount {max}");
+                return self.reject(from, ErrorCode::F08_AMOUNT_TOO_LARGE, &msg, &data, out);
+            }
+        }
+        let dest = prepare.destination();
+        if dest.starts_with(ilpd_codec::peer::PEER_SCHEME) {
+            // RFC 15 / digest §2.7 rule 11: peer.* is answered here, never forwarded.
+            return self.peer_protocol(now, from, prepare, out);
+        }
+        if dest == shared.node_address.as_bytes() {
+            return self.addressed_to_us(now, from, prepare, out);
+        }
+        self.forward(now, from, prepare, out)
+    }
+
+    /// Routes, converts, shortens and reserves; then emits `Action::Forward`
+    /// with the same buffer, patched in place.
+    pub(super) fn forward(
+        &mut self,
+        now: Now,
+        from: ReplyTo,
+        mut p: Prepare<BytesMut>,
+        out: &mut Vec<Action>,
+    ) {
+        let shared = &*self.shared;
+        let from_idx = from.account.0 as usize;
+        let amount = p.amount();
+        let Some(next) = shared.router.lookup(p.destination()) else {
+            let msg = format!("no route to {}", p.destination_str());
+            return self.reject(from, ErrorCode::F02_UNREACHABLE, &msg, &[], out);
+        };
+        let next_idx = next.0 as usize;
+        if !shared.is_connected(next) {
+            let msg = format!("next hop {} is not connected", shared.configs[next_idx].id);
+            return self.reject(from, ErrorCode::T01_PEER_UNREACHABLE, &msg, &[], out);
+        }
+        let out_amount = match shared.rates.factor(from_idx, next_idx).convert(amount) {
+            Ok(v) => v,
+            Err(e) => {
+                let (fc, tc) = (&shared.configs[from_idx], &shared.configs[next_idx]);
+                let (code, msg) = match e {
+                    ConvertError::Zero => (
+                        ErrorCode::R01_INSUFFICIENT_SOURCE_AMOUNT,
+                        format!(
+                            "amount {amount} ({} scale {}) is 0 after conversion to {} scale {}",
+                            fc.asset_code, fc.asset_scale, tc.asset_code, tc.asset_scale
+                        ),
+                    ),
+                    ConvertError::Overflow => (
+                        ErrorCode::F08_AMOUNT_TOO_LARGE,
+                        format!(
+                            "amount {amount} overflows after conversion to {} scale {}",
+                            tc.asset_code, tc.asset_scale
+                        ),
+                    ),
+                    ConvertError::NoRate => (
+                        ErrorCode::T00_INTERNAL_ERROR,
+                        format!(
+                            "no exchange rate from {} to {}",
+                            fc.asset_code, tc.asset_code
+                        ),
+                    ),
+                };
+                return self.reject(from, code, &msg, &[], out);
+            }
+        };
+        // DESIGN: outgoing = min(incoming − window, now + max_hold), R02 if
+        // less than the window is left (ilp-connector route-builder).
+        let (window, hold) = shared.expiry_knobs[next_idx];
+        let in_expiry = p.expires_at().0;
+        let out_expiry = in_expiry
+            .saturating_sub(window)
+            .min(now.unix_ms.saturating_add(hold));
+        if out_expiry <= now.unix_ms || out_expiry - now.unix_ms < window {
+            let msg = format!(
+                "the Prepare expires too soon to forward: {} ms left, {} ms needed",
+                in_expiry.saturating_sub(now.unix_ms),
+                window.saturating_mul(2)
+            );
+            return self.reject(from, ErrorCode::R02_INSUFFICIENT_TIMEOUT, &msg, &[], out);
+        }
+        if self.pending.is_full() {
+            let msg = format!(
+                "connector busy: {} packets in flight on this worker",
+                self.pending.len()
+            );
+            return self.reject(from, ErrorCode::T03_CONNECTOR_BUSY, &msg, &[], out);
+        }
+        let from_state = &shared.states[from_idx];
+        if amount > 0 {
+            if let Some(g) = &from_state.amount {
+                if !g.try_take(now.mono_ns, amount) {
+                    let max = shared.configs[from_idx].max_amount_per_sec.unwrap_or(0);
+                    let msg = format!("rate limited: more than {max} per second");
+                    return self.reject(from, ErrorCode::T05_RATE_LIMITED, &msg, &[], out);
+                }
+            }
+            if !from_state.reserve_incoming(amount) {
+                let msg = format!(
+                    "amount {amount} would exceed the maximum balance of account {}",
+                    shared.configs[from_idx].id
+                );
+                return self.reject(from, ErrorCode::T04_INSUFFICIENT_LIQUIDITY, &msg, &[], out);
+            }
+        }
+        if out_amount > 0 && !shared.states[next_idx].reserve_outgoing(out_amount) {
+            if amount > 0 {
+                from_state.release_incoming(amount);
+            }
+            let msg = format!(
+                "insufficient liquidity toward next hop {}",
+                shared.configs[next_idx].id
+            );
+            return self.reject(from, ErrorCode::T04_INSUFFICIENT_LIQUIDITY, &msg, &[], out);
+        }
+        let new = NewEntry {
+            origin: from,
+            next_hop: next,
+            in_amount: amount,
+            out_amount,
+            condition: *p.execution_condition(),
+            out_expiry,
+            arrival_ns: now.mono_ns,
+        };
+        let Some(out_id) = self.pending.insert(new) else {
+            release(shared, from_idx, amount, next_idx, out_amount);
+            return self.reject(
+                from,
+                ErrorCode::T03_CONNECTOR_BUSY,
+                "connector busy",
+                &[],
+                out,
+            );
+        };
+        // Digest §2.2: amount and expiresAt are rewritten in place; nothing else changes.
+        p.set_amount(out_amount);
+        p.set_expires_at(Expiry(out_expiry));
+        let m = self.metrics();
+        if let Some(c) = m.account(next.0) {
+            c.prepares_out
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        m.in_flight.store(
+            self.pending.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        out.push(Action::Forward {
+            to: next,
+            out_id,
+            packet: p.into_inner(),
+        });
+    }
+
+    /// The reply to one of our Forwards came back from account `from`. Rejects are passed upstream unchanged
+    /// (release reservations); Fulfills are queued and verified in `flush`. Unknown/duplicate/late or wrong-account →
+    /// dropped and counted.
+    pub fn on_reply(
+        &mut self,
+        now: Now,
+        from: AccountId,
+        out_id: OutId,
+        packet: BytesMut,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(&e) = self.pending.get(out_id) else {
+            return self.metrics().dropped(Dropped::Unknown);
+        };
+        if e.next_hop != from.0 {
+            return self.metrics().dropped(Dropped::WrongAccount);
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        let kind = packet_type(&packet).ok();
+        match kind {
+            Some(PacketType::Fulfill) => {
+                if let Ok(f) = Fulfill::new_checked(&packet[..]) {
+                    let fulfillment = *f.fulfillment();
+                    if let Some(c) = self.metrics().account(from.0) {
+                        c.fulfills_in.fetch_add(1, Relaxed);
+                    }
+                    self.pending.remove(out_id);
+                    // RFC 27 / digest §4.8: a Fulfill after our expiry is not honoured.
+                    if now.unix_ms >= e.out_expiry {
+                        self.metrics().late_fulfills.fetch_add(1, Relaxed);
+                        return self.fail(
+                            now,
+                            &e,
+                            ErrorCode::R00_TRANSFER_TIMED_OUT,
+                            "the next hop fulfilled after the packet expired",
+                            out,
+                        );
+                    }
+                    self.conditions.push(e.condition);
+                    self.fulfillments.push(fulfillment);
+                    self.batch.push((e, packet));
+                    return;
+                }
+            }
+            Some(PacketType::Reject) => {
+                if let Ok(r) = Reject::new_checked(&packet[..]) {
+                    let code = r.code();
+                    let m = self.metrics();
+                    if let Some(c) = m.account(from.0) {
+                        c.rejects_in.fetch_add(1, Relaxed);
+                    }
+                    self.pending.remove(out_id);
+                    release(
+                        &self.shared,
+                        e.from as usize,
+                        e.in_amount,
+                        e.next_hop as usize,
+                        e.out_amount,
+                    );
+                    // Digest §2.7 rule 7: relayed unchanged, the same bytes.
+                    let m = self.metrics();
+                    m.reject_sent(e.from, code);
+                    m.latency(now.mono_ns.saturating_sub(e.arrival_ns));
+                    m.in_flight.store(self.pending.len() as u64, Relaxed);
+                    out.push(Action::Reply {
+                        to: e.reply_to(),
+                        packet,
+                    });
+                    return;
+                }
+            }
+            _ => {}
+        }
+        // Neither a valid Fulfill nor a valid Reject (docs/engine-core.md: F01).
+        self.metrics().invalid_replies.fetch_add(1, Relaxed);
+        self.pending.remove(out_id);
+        self.fail(
+            now,
+            &e,
+            ErrorCode::F01_INVALID_PACKET,
+            "invalid response from next hop",
+            out,
+        );
+    }
+
+    /// Releases an entry's reservations (already removed from the table) and
+    /// rejects upstream with our own code.
+    fn fail(&self, now: Now, e: &Entry, code: ErrorCode, message: &str, out: &mut Vec<Action>) {
+        release(
+            &self.shared,
+            e.from as usize,
+            e.in_amount,
+            e.next_hop as usize,
+            e.out_amount,
+        );
+        let m = self.metrics();
+        m.latency(now.mono_ns.saturating_sub(e.arrival_ns));
+        m.in_flight.store(
+            self.pending.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.reject(e.reply_to(), code, message, &[], out);
+    }
+
+    /// A Forward could not be delivered (no connection, connection lost before the reply, write buffer full):
+    /// reject upstream with `code` (T01 / T02) and `message`, release reservations.
+    pub fn on_forward_failed(
+        &mut self,
+        now: Now,
+        out_id: OutId,
+        code: ErrorCode,
+        message: &str,
+        out: &mut Vec<Action>,
+    ) {
+        match self.pending.remove(out_id) {
+            Some(e) => self.fail(now, &e, code, message, out),
+            None => self.metrics().dropped(Dropped::FailedUnknown),
+        }
+    }
+
+    /// End of a loop turn: verify every queued Fulfill in ONE batch (ilpd_codec::sha256::BatchVerifier), settle, emit
+    /// replies; F05 upstream on mismatch (the next hop is not credited).
+    pub fn flush(&mut self, now: Now, out: &mut Vec<Action>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.batch.len();
+        if n == 0 {
+            return;
+        }
+        self.results.clear();
+        self.results.resize(n, false);
+        self.verifier
+            .verify(&self.fulfillments, &self.conditions, &mut self.results);
+        let m = self.shared.metrics.worker(self.worker);
+        m.fulfill_batches.fetch_add(1, Relaxed);
+        m.fulfill_batch_packets.fetch_add(n as u64, Relaxed);
+        let mut batch = std::mem::take(&mut self.batch);
+        for ((e, packet), ok) in batch.drain(..).zip(self.results.iter().copied()) {
+            if ok {
+                // Digest §2.7 rule 6: the upstream peer owes the incoming
+                // amount, we owe the next hop the outgoing one.
+                if e.in_amount > 0 {
+                    self.shared.states[e.from as usize].settle_incoming(e.in_amount);
+                }
+                if e.out_amount > 0 {
+                    self.shared.states[e.next_hop as usize].settle_outgoing(e.out_amount);
+                }
+                m.fulfill_sent(e.from);
+                m.latency(now.mono_ns.saturating_sub(e.arrival_ns));
+                out.push(Action::Reply {
+                    to: e.reply_to(),
+                    packet,
+                });
+            } else {
+                // DESIGN: wrong fulfillment → F05 upstream, next hop not credited.
+                m.wrong_fulfillments.fetch_add(1, Relaxed);
+                self.fail(
+                    now,
+                    &e,
+                    ErrorCode::F05_WRONG_CONDITION,
+                    "fulfillment from the next hop did not match the condition",
+                    out,
+                );
+            }
+        }
+        self.batch = batch;
+        self.conditions.clear();
+        self.fulfillments.clear();
+    }
+
+    /// Expire pending packets whose outgoing expiry passed: R00 upstream, release. A Fulfill arriving later is dropped
+    /// and counted.
+    pub fn on_timers(&mut self, now: Now, out: &mut Vec<Action>) {
+        self.pending.expire(now.unix_ms, &mut self.expired);
+        if self.expired.is_empty() {
+            return;
+        }
+        let expired = std::mem::take(&mut self.expired);
+        self.metrics()
+            .expired
+            .fetch_add(expired.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for e in &expired {
+            self.fail(
+                now,
+                e,
+                ErrorCode::R00_TRANSFER_TIMED_OUT,
+                "no reply from the next hop before the packet expired",
+                out,
+            );
+        }
+        self.expired = expired;
+        self.expired.clear();
+    }
+
+    /// Earliest unix_ms at which on_timers has work (for the poll timeout).
+    /// It may be early (never late): a woken worker just calls `on_timers`.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.pending.next_deadline()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.pending.len() + self.batch.len()
+    }
+
+    /// The worker index this core counts its metrics under.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+}
+
+/// Whether a Prepare parse error happened past the type byte.
+fn packet_type_of(e: &ilpd_codec::DecodeError) -> bool {
+    !matches!(
+        e,
+        ilpd_codec::DecodeError::UnknownType(_)
+            | ilpd_codec::DecodeError::Invalid("unexpected ILP packet type")
+    )
+}
+
+/// Gives back both reservations of a packet that was not fulfilled.
+fn release(shared: &Shared, from: usize, in_amount: u64, next: usize, out_amount: u64) {
+    if in_amount > 0 {
+        if let Some(s) = shared.states.get(from) {
+            s.release_incoming(in_amount);
+        }
+    }
+    if out_amount > 0 {
+        if let Some(s) = shared.states.get(next) {
+            s.release_outgoing(out_amount);
+        }
+    }
+}
