@@ -5,6 +5,11 @@
 //! copying and unmasks them in place; only fragmented messages (rare) are
 //! copied while they are reassembled. Sizes are decided from the header
 //! alone, so a peer cannot make us buffer more than `max_message` bytes.
+//!
+//! Sending without an extra copy: write the header with
+//! [`write_frame_header`], write the payload (e.g. a BTP packet) right
+//! behind it, then, when masking (client side), call [`unmask`] on the
+//! payload bytes in the buffer: XOR masking is its own inverse.
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -345,7 +350,7 @@ impl Decoder {
                 return Err(DecodeError::FieldTooLong("websocket message"));
             }
             // Fits in usize: bounded by max_message above.
-            let total = h.header_len + h.payload_len as usize;
+            let total = h.header_len.saturating_add(h.payload_len as usize);
             if buf.len() < total {
                 return Ok(None);
             }
@@ -817,6 +822,52 @@ mod tests {
         );
         assert_eq!(d.decode(&mut b), Ok(None));
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn decoder_text_must_be_utf8() {
+        let mut d = Decoder::new(Role::Client, 100);
+        let mut b = BytesMut::new();
+        write_frame(&mut b, Opcode::Text, "héllo".as_bytes(), None);
+        assert_eq!(
+            d.decode(&mut b),
+            Ok(Some(Message::Text(BytesMut::from("héllo".as_bytes()))))
+        );
+        write_frame(&mut b, Opcode::Text, &[0xff, 0xfe], None);
+        assert!(d.decode(&mut b).is_err());
+        // A continuation with no first frame is refused too.
+        let mut d = Decoder::new(Role::Client, 100);
+        let mut b = BytesMut::new();
+        write_fragment(&mut b, true, Opcode::Continuation, b"x", None);
+        assert!(d.decode(&mut b).is_err());
+        // So is a new data frame inside a fragmented message.
+        let mut d = Decoder::new(Role::Client, 100);
+        let mut b = BytesMut::new();
+        write_fragment(&mut b, false, Opcode::Binary, b"x", None);
+        write_frame(&mut b, Opcode::Binary, b"y", None);
+        assert!(d.decode(&mut b).is_err());
+    }
+
+    #[test]
+    fn mask_in_place_after_writing_payload() {
+        // The client send path from the module docs: header, BTP packet,
+        // then mask the packet where it lies.
+        let key = [0xde, 0xad, 0xbe, 0xef];
+        let ilp = [0x0c; 150];
+        let len = crate::btp::ilp_message_len(ilp.len());
+        let mut b = BytesMut::with_capacity(frame_header_len(len, true) + len);
+        write_frame_header(&mut b, true, Opcode::Binary, len, Some(key));
+        let start = b.len();
+        crate::btp::write_ilp_message(&mut b, 9, &ilp);
+        unmask(&mut b[start..], key);
+        assert_eq!(b.len(), frame_header_len(len, true) + len);
+        let mut plain = Vec::new();
+        crate::btp::write_ilp_message(&mut plain, 9, &ilp);
+        let mut d = Decoder::new(Role::Server, 1000);
+        assert_eq!(
+            d.decode(&mut b),
+            Ok(Some(Message::Binary(BytesMut::from(&plain[..]))))
+        );
     }
 
     #[test]
