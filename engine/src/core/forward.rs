@@ -20,7 +20,7 @@ use tracing::debug;
 use super::metrics::{Dropped, WorkerMetrics};
 use super::pending::{Entry, NewEntry, Pending};
 use super::rates::ConvertError;
-use super::{AccountId, Action, ErrorCode, Now, OutId, ReplyTo, Shared};
+use super::{AccountId, Action, ErrorCode, Now, OutId, ReplyTo, Shared, LOCAL};
 
 /// Per-worker forwarding state: pending table (bounded by node.max_in_flight, past it T03),
 /// timer wheel, the batch of Fulfills waiting for verification. Not Sync; one per worker.
@@ -169,9 +169,12 @@ impl Core {
         let shared = &*self.shared;
         let from_idx = from.account.0 as usize;
         let amount = p.amount();
-        let Some(next) = shared.router.lookup(p.destination()) else {
-            let msg = format!("no route to {}", p.destination_str());
-            return self.reject(from, ErrorCode::F02_UNREACHABLE, &msg, &[], out);
+        let next = match shared.router.lookup(p.destination()) {
+            Some(next) if next != LOCAL => next,
+            _ => {
+                let msg = format!("no route to {}", p.destination_str());
+                return self.reject(from, ErrorCode::F02_UNREACHABLE, &msg, &[], out);
+            }
         };
         let next_idx = next.0 as usize;
         if !shared.is_connected(next) {

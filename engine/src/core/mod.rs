@@ -69,6 +69,9 @@ pub enum Action {
     Reply { to: ReplyTo, packet: BytesMut },
 }
 
+/// Route target meaning "this connector" (no account).
+pub(crate) const LOCAL: AccountId = AccountId(u32::MAX);
+
 /// Node-wide state shared by all workers (behind an Arc); lock-free on the hot path.
 pub struct Shared {
     node_address: Address,
@@ -143,6 +146,10 @@ impl Shared {
                 a.max_hold_time_ms.unwrap_or(node.max_hold_time_ms),
             ));
         }
+        // Our own address is a local route (digest §4.2): what falls under it
+        // and is not a child's address has no receiver (F02), rather than
+        // bouncing to a parent's default route.
+        local.push((Box::<[u8]>::from(node_address.as_bytes()), LOCAL));
         let mut fixed = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let to = *by_name.get(&r.account).ok_or_else(|| {
