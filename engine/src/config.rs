@@ -22,7 +22,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), problem: problem.into() }
+        ConfigError {
+            key: key.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -254,22 +257,28 @@ impl Decimal {
     /// Parses `123`, `0.002`, `1.08` (at most 18 fraction digits).
     pub fn parse(s: &str) -> Result<Decimal, String> {
         let s = s.trim();
-        let (int, frac) = match s.split_once('.') {
-            Some((i, f)) => (i, f),
-            None => (s, ""),
+        let (int, frac, has_point) = match s.split_once('.') {
+            Some((i, f)) => (i, f, true),
+            None => (s, "", false),
         };
         let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-        if !digits(int) || !(frac.is_empty() || digits(frac)) {
+        // "1." and ".5" are refused: digits on both sides of a point.
+        if !digits(int) || (has_point && !digits(frac)) {
             return Err(format!("{s:?} is not a decimal number like \"1.08\""));
         }
         if int.len() > 18 || frac.len() > 18 {
-            return Err(format!("{s:?} has too many digits (at most 18 before and 18 after the point)"));
+            return Err(format!(
+                "{s:?} has too many digits (at most 18 before and 18 after the point)"
+            ));
         }
         let mut num: u128 = 0;
         for b in int.bytes().chain(frac.bytes()) {
             num = num * 10 + (b - b'0') as u128;
         }
-        Ok(Decimal { num, den: 10u128.pow(frac.len() as u32) })
+        Ok(Decimal {
+            num,
+            den: 10u128.pow(frac.len() as u32),
+        })
     }
 }
 
@@ -291,8 +300,12 @@ impl Config {
     /// between sections, numeric ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let node = &self.node;
-        let node_addr = Address::new(&node.address)
-            .map_err(|e| ConfigError::new("node.address", format!("{:?} is not a valid ILP address: {e}", node.address)))?;
+        let node_addr = Address::new(&node.address).map_err(|e| {
+            ConfigError::new(
+                "node.address",
+                format!("{:?} is not a valid ILP address: {e}", node.address),
+            )
+        })?;
         if node.max_in_flight == 0 {
             return Err(ConfigError::new("node.max_in_flight", "must be at least 1"));
         }
@@ -300,40 +313,75 @@ impl Config {
             return Err(ConfigError::new("node.batch", "must be at least 1"));
         }
         if node.max_message_size < 1024 || node.max_message_size > 16 * 1024 * 1024 {
-            return Err(ConfigError::new("node.max_message_size", "must be between 1024 and 16777216 bytes"));
+            return Err(ConfigError::new(
+                "node.max_message_size",
+                "must be between 1024 and 16777216 bytes",
+            ));
         }
         if node.write_buffer_limit < node.max_message_size {
-            return Err(ConfigError::new("node.write_buffer_limit", "must be at least node.max_message_size"));
+            return Err(ConfigError::new(
+                "node.write_buffer_limit",
+                "must be at least node.max_message_size",
+            ));
         }
         if node.max_hold_time_ms == 0 {
-            return Err(ConfigError::new("node.max_hold_time_ms", "must be at least 1"));
+            return Err(ConfigError::new(
+                "node.max_hold_time_ms",
+                "must be at least 1",
+            ));
         }
         if !["auto", "portable", "sha-ni", "avx2", "avx512"].contains(&node.sha256_impl.as_str()) {
             return Err(ConfigError::new(
                 "node.sha256_impl",
-                format!("{:?} is not one of auto, portable, sha-ni, avx2, avx512", node.sha256_impl),
+                format!(
+                    "{:?} is not one of auto, portable, sha-ni, avx2, avx512",
+                    node.sha256_impl
+                ),
             ));
         }
         let mut ids = std::collections::HashSet::new();
         for (i, a) in self.accounts.iter().enumerate() {
             let key = |k: &str| format!("accounts[{i}].{k}");
-            if a.id.is_empty() || !a.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_~-".contains(&b)) {
-                return Err(ConfigError::new(key("id"), format!("{:?} must be non-empty and use only A-Z a-z 0-9 _ ~ -", a.id)));
+            if a.id.is_empty()
+                || !a
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_~-".contains(&b))
+            {
+                return Err(ConfigError::new(
+                    key("id"),
+                    format!(
+                        "{:?} must be non-empty and use only A-Z a-z 0-9 _ ~ -",
+                        a.id
+                    ),
+                ));
             }
             if !ids.insert(a.id.as_str()) {
-                return Err(ConfigError::new(key("id"), format!("duplicate account id {:?}", a.id)));
+                return Err(ConfigError::new(
+                    key("id"),
+                    format!("duplicate account id {:?}", a.id),
+                ));
             }
             if a.asset_code.is_empty() || a.asset_code.len() > 255 {
-                return Err(ConfigError::new(key("asset_code"), "must be 1 to 255 bytes"));
+                return Err(ConfigError::new(
+                    key("asset_code"),
+                    "must be 1 to 255 bytes",
+                ));
             }
             if a.asset_scale > 38 {
                 return Err(ConfigError::new(key("asset_scale"), "must be at most 38"));
             }
             if a.min_balance > 0 {
-                return Err(ConfigError::new(key("min_balance"), "must be zero or negative"));
+                return Err(ConfigError::new(
+                    key("min_balance"),
+                    "must be zero or negative",
+                ));
             }
             if a.max_balance < 0 {
-                return Err(ConfigError::new(key("max_balance"), "must be zero or positive"));
+                return Err(ConfigError::new(
+                    key("max_balance"),
+                    "must be zero or positive",
+                ));
             }
             match (&a.btp_url, &a.incoming_token) {
                 (None, None) => {
@@ -356,21 +404,40 @@ impl Config {
                 _ => {}
             }
             if let Some(addr) = &a.ilp_address {
-                Address::new(addr).map_err(|e| ConfigError::new(key("ilp_address"), format!("{addr:?} is not a valid ILP address: {e}")))?;
+                Address::new(addr).map_err(|e| {
+                    ConfigError::new(
+                        key("ilp_address"),
+                        format!("{addr:?} is not a valid ILP address: {e}"),
+                    )
+                })?;
             } else if a.relation == Relation::Child {
-                node_addr
-                    .with_suffix(&a.id)
-                    .map_err(|e| ConfigError::new(key("id"), format!("{}.{} is not a valid ILP address: {e}", node.address, a.id)))?;
+                node_addr.with_suffix(&a.id).map_err(|e| {
+                    ConfigError::new(
+                        key("id"),
+                        format!("{}.{} is not a valid ILP address: {e}", node.address, a.id),
+                    )
+                })?;
             }
             if let Some(0) = a.max_packets_per_sec {
-                return Err(ConfigError::new(key("max_packets_per_sec"), "must be at least 1 (omit it for no limit)"));
+                return Err(ConfigError::new(
+                    key("max_packets_per_sec"),
+                    "must be at least 1 (omit it for no limit)",
+                ));
             }
         }
         for (i, r) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("routes[{i}].{k}");
-            Address::new(&r.prefix).map_err(|e| ConfigError::new(key("prefix"), format!("{:?} is not a valid ILP address prefix: {e}", r.prefix)))?;
+            Address::new(&r.prefix).map_err(|e| {
+                ConfigError::new(
+                    key("prefix"),
+                    format!("{:?} is not a valid ILP address prefix: {e}", r.prefix),
+                )
+            })?;
             if !ids.contains(r.account.as_str()) {
-                return Err(ConfigError::new(key("account"), format!("no account with id {:?}", r.account)));
+                return Err(ConfigError::new(
+                    key("account"),
+                    format!("no account with id {:?}", r.account),
+                ));
             }
         }
         if let Some(s) = &self.rates.spread {
@@ -380,9 +447,13 @@ impl Config {
             }
         }
         for (code, price) in &self.rates.prices {
-            let d = Decimal::parse(price).map_err(|e| ConfigError::new(format!("rates.prices.{code}"), e))?;
+            let d = Decimal::parse(price)
+                .map_err(|e| ConfigError::new(format!("rates.prices.{code}"), e))?;
             if d.num == 0 {
-                return Err(ConfigError::new(format!("rates.prices.{code}"), "must be above 0"));
+                return Err(ConfigError::new(
+                    format!("rates.prices.{code}"),
+                    "must be above 0",
+                ));
             }
         }
         Ok(())
@@ -393,7 +464,9 @@ impl Config {
         if self.node.threads > 0 {
             self.node.threads
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 }
@@ -433,12 +506,23 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         assert_eq!(err(&MIN.replace("test.ilpd", "nope.x")).key, "node.address");
-        assert_eq!(err(&MIN.replace("asset_scale = 9", "asset_scale = 99")).key, "accounts[0].asset_scale");
-        assert_eq!(err(&MIN.replace("id = \"alice\"", "id = \"a.b\"")).key, "accounts[0].id");
-        assert_eq!(err(&MIN.replace("incoming_token = \"alice-token\"", "")).key, "accounts[0].incoming_token");
+        assert_eq!(
+            err(&MIN.replace("asset_scale = 9", "asset_scale = 99")).key,
+            "accounts[0].asset_scale"
+        );
+        assert_eq!(
+            err(&MIN.replace("id = \"alice\"", "id = \"a.b\"")).key,
+            "accounts[0].id"
+        );
+        assert_eq!(
+            err(&MIN.replace("incoming_token = \"alice-token\"", "")).key,
+            "accounts[0].incoming_token"
+        );
         let unknown = err(&MIN.replace("asset_scale = 9", "asset_scale = 9\ncolour = 1"));
         assert!(unknown.problem.contains("colour"), "{unknown}");
-        let bad_route = err(&format!("{MIN}\n[[routes]]\nprefix = \"test.bob\"\naccount = \"bob\""));
+        let bad_route = err(&format!(
+            "{MIN}\n[[routes]]\nprefix = \"test.bob\"\naccount = \"bob\""
+        ));
         assert_eq!(bad_route.key, "routes[0].account");
         let bad_spread = err(&format!("{MIN}\n[rates]\nspread = \"1.5\""));
         assert_eq!(bad_spread.key, "rates.spread");

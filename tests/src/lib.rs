@@ -4,6 +4,8 @@
 //! is the right answer to a broken test environment (missing binary, no node).
 //! Every wait is bounded by a timeout so no test can hang.
 
+pub mod btp_client;
+
 use std::fs::{self, File};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,1 +1,394 @@
-//! The mio workers.
+//! The mio workers that move bytes between sockets and the sans-IO core.
+//!
+//! - [`worker`]: one event loop per core (accept, read, core, write).
+//! - [`conn`]: one connection's socket, buffers and handshake state.
+//! - [`client`]: client-side BTP accounts (dial, back-off).
+//! - [`handoff`]: bounded cross-worker queues plus mio wakers.
+//! - [`metrics_http`]: `GET /metrics` on a small blocking thread.
+//!
+//! [`run`] starts everything and returns once a SIGINT/SIGTERM drain has
+//! finished.
+
+pub mod client;
+pub mod conn;
+pub mod handoff;
+pub mod metrics_http;
+pub mod worker;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam::utils::CachePadded;
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use tracing::info;
+
+use crate::config::Config;
+use crate::core::{AccountId, Shared};
+use client::WsUrl;
+use conn::CloseReason;
+use handoff::Peers;
+use worker::{Knobs, Worker, WorkerInit, WAKER};
+
+/// IO counters of one worker (written by that worker only, relaxed).
+#[derive(Default)]
+pub struct WorkerMetrics {
+    pub open: AtomicI64,
+    pub accepted: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub closed: [AtomicU64; CloseReason::ALL.len()],
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub handoff_refused: AtomicU64,
+    pub replies_dropped: AtomicU64,
+    pub loop_turns: AtomicU64,
+    pub messages: AtomicU64,
+}
+
+/// State the IO layer shares between workers (the core's is [`Shared`]).
+pub struct IoShared {
+    pub workers: usize,
+    accounts: usize,
+    /// Authenticated connections per (account, worker): where a Forward
+    /// can leave.
+    conn_counts: Vec<AtomicU32>,
+    /// Each worker's `Core::in_flight`, published once per turn.
+    pub in_flight: Vec<CachePadded<AtomicUsize>>,
+    /// Set by the signal thread; every worker then drains.
+    pub shutdown: AtomicBool,
+    /// Which workers have noticed the shutdown.
+    pub drain_seen: Vec<AtomicBool>,
+    pub metrics: Vec<CachePadded<WorkerMetrics>>,
+}
+
+impl IoShared {
+    pub fn new(workers: usize, accounts: usize) -> IoShared {
+        IoShared {
+            workers,
+            accounts,
+            conn_counts: (0..workers * accounts.max(1))
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            in_flight: (0..workers)
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
+            shutdown: AtomicBool::new(false),
+            drain_seen: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            metrics: (0..workers)
+                .map(|_| CachePadded::new(WorkerMetrics::default()))
+                .collect(),
+        }
+    }
+
+    pub fn connection_count(&self, account: AccountId, worker: usize) -> &AtomicU32 {
+        &self.conn_counts[account.0 as usize * self.workers + worker]
+    }
+
+    /// Prometheus text for the IO counters.
+    pub fn render_metrics(&self) -> String {
+        let mut s = String::new();
+        let sum =
+            |f: &dyn Fn(&WorkerMetrics) -> u64| -> u64 { self.metrics.iter().map(|m| f(m)).sum() };
+        let counter = |s: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        let _ = writeln!(
+            s,
+            "# HELP ilpd_io_connections_open Authenticated BTP connections."
+        );
+        let _ = writeln!(s, "# TYPE ilpd_io_connections_open gauge");
+        for (w, m) in self.metrics.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "ilpd_io_connections_open{{worker=\"{w}\"}} {}",
+                m.open.load(Ordering::Relaxed)
+            );
+        }
+        counter(
+            &mut s,
+            "ilpd_io_connections_accepted_total",
+            "TCP connections accepted.",
+            sum(&|m| m.accepted.load(Ordering::Relaxed)),
+        );
+        counter(
+            &mut s,
+            "ilpd_io_handshake_failures_total",
+            "Connections whose WebSocket handshake failed or timed out.",
+            sum(&|m| m.handshake_failures.load(Ordering::Relaxed)),
+        );
+        counter(
+            &mut s,
+            "ilpd_io_auth_failures_total",
+            "BTP auth refused (either side).",
+            sum(&|m| m.auth_failures.load(Ordering::Relaxed)),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP ilpd_io_connections_closed_total Connections closed, by cause."
+        );
+        let _ = writeln!(s, "# TYPE ilpd_io_connections_closed_total counter");
+        for r in CloseReason::ALL {
+            let v = sum(&|m| m.closed[r.index()].load(Ordering::Relaxed));
+            let _ = writeln!(
+                s,
+                "ilpd_io_connections_closed_total{{reason=\"{}\"}} {v}",
+                r.label()
+            );
+        }
+        counter(
+            &mut s,
+            "ilpd_io_bytes_in_total",
+            "Bytes read from sockets.",
+            sum(&|m| m.bytes_in.load(Ordering::Relaxed)),
+        );
+        counter(
+            &mut s,
+            "ilpd_io_bytes_out_total",
+            "Bytes written to sockets.",
+            sum(&|m| m.bytes_out.load(Ordering::Relaxed)),
+        );
+        counter(
+            &mut s,
+            "ilpd_io_handoff_refused_total",
+            "Forwards refused (T03) because a cross-worker queue was full.",
+            sum(&|m| m.handoff_refused.load(Ordering::Relaxed)),
+        );
+        counter(
+            &mut s,
+            "ilpd_io_replies_dropped_total",
+            "Replies whose connection had closed before they could be written.",
+            sum(&|m| m.replies_dropped.load(Ordering::Relaxed)),
+        );
+        for (name, help, f) in [
+            (
+                "ilpd_io_loop_turns_total",
+                "Event-loop turns.",
+                &(|m: &WorkerMetrics| m.loop_turns.load(Ordering::Relaxed))
+                    as &dyn Fn(&WorkerMetrics) -> u64,
+            ),
+            (
+                "ilpd_io_messages_total",
+                "WebSocket messages handled.",
+                &|m: &WorkerMetrics| m.messages.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (w, m) in self.metrics.iter().enumerate() {
+                let _ = writeln!(s, "{name}{{worker=\"{w}\"}} {}", f(m));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP ilpd_io_in_flight Forwarded Prepares awaiting an answer, per worker."
+        );
+        let _ = writeln!(s, "# TYPE ilpd_io_in_flight gauge");
+        for (w, n) in self.in_flight.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "ilpd_io_in_flight{{worker=\"{w}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = self.accounts;
+        s
+    }
+}
+
+/// Binds the BTP listener with SO_REUSEPORT so every worker can own one
+/// (the kernel spreads new connections across them).
+fn bind_reuseport(addr: SocketAddr, cfg: &Config) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if let Some(n) = cfg.node.socket_recv_buffer {
+        let _ = s.set_recv_buffer_size(n);
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(TcpListener::from_std(s.into()))
+}
+
+/// A running node: worker threads plus the metrics thread.
+pub struct Node {
+    io: Arc<IoShared>,
+    wakers: Vec<Arc<Waker>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// The BTP listen address actually bound (port 0 resolved).
+    pub listen_addr: Option<SocketAddr>,
+    /// The metrics address actually bound.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Node {
+    /// Starts the workers (and the metrics endpoint). Errors are start-up
+    /// failures such as an address already in use.
+    pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<Node, String> {
+        let workers = cfg.worker_count();
+        let io = Arc::new(IoShared::new(workers, shared.account_count()));
+        let knobs = Knobs::from_config(cfg);
+
+        let metrics_addr = match cfg.node.metrics_addr {
+            Some(addr) => Some(
+                metrics_http::spawn(addr, shared.clone(), io.clone())
+                    .map_err(|e| format!("node.metrics_addr: cannot listen on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+
+        // Bind every listener before any thread starts, so a bad address
+        // fails start-up; port 0 is resolved once and shared.
+        let mut listeners = Vec::new();
+        let mut listen_addr = None;
+        if let Some(addr) = cfg.node.listen {
+            let mut a = addr;
+            for _ in 0..workers {
+                let l = bind_reuseport(a, cfg)
+                    .map_err(|e| format!("node.listen: cannot listen on {a}: {e}"))?;
+                a = l.local_addr().map_err(|e| e.to_string())?;
+                listeners.push(Some(l));
+            }
+            listen_addr = Some(a);
+        } else {
+            listeners.extend((0..workers).map(|_| None));
+        }
+
+        // Client-side accounts: `connections` of them (0 = one per worker),
+        // spread round-robin over the workers.
+        let mut clients: Vec<Vec<(AccountId, WsUrl)>> = vec![Vec::new(); workers];
+        for (i, a) in cfg.accounts.iter().enumerate() {
+            let Some(url) = &a.btp_url else { continue };
+            let url = WsUrl::parse(url).map_err(|e| format!("accounts[{i}].btp_url: {e}"))?;
+            let n = if a.connections == 0 {
+                workers
+            } else {
+                a.connections
+            };
+            for k in 0..n {
+                clients[k % workers].push((AccountId(i as u32), url.clone()));
+            }
+        }
+
+        let mut polls = Vec::new();
+        let mut wakers = Vec::new();
+        for _ in 0..workers {
+            let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
+            wakers.push(Arc::new(
+                Waker::new(poll.registry(), WAKER).map_err(|e| e.to_string())?,
+            ));
+            polls.push(poll);
+        }
+        let (tx, rxs) = handoff::queues(workers);
+        let peers = Peers {
+            tx,
+            wakers: wakers.clone(),
+        };
+        let cores = if cfg.node.pin_cores {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+
+        let mut threads = Vec::new();
+        let mut inits: Vec<_> = polls
+            .into_iter()
+            .zip(rxs)
+            .zip(listeners)
+            .zip(clients)
+            .enumerate()
+            .map(|(id, (((poll, rx), listener), clients))| {
+                let mut listener = listener;
+                if let Some(l) = listener.as_mut() {
+                    poll.registry()
+                        .register(l, worker::LISTENER, mio::Interest::READABLE)
+                        .map_err(|e| format!("cannot register listener: {e}"))?;
+                }
+                Ok(WorkerInit {
+                    id,
+                    poll,
+                    listener,
+                    rx,
+                    peers: peers.clone(),
+                    clients,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        for (id, init) in inits.drain(..).enumerate() {
+            let shared = shared.clone();
+            let io2 = io.clone();
+            let knobs = knobs.clone();
+            let core_id = if cores.is_empty() {
+                None
+            } else {
+                Some(cores[id % cores.len()])
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("ilpd-worker-{id}"))
+                .spawn(move || {
+                    if let Some(c) = core_id {
+                        core_affinity::set_for_current(c);
+                    }
+                    Worker::new(init, shared, io2, knobs).run();
+                })
+                .map_err(|e| format!("cannot start worker thread: {e}"))?;
+            threads.push(t);
+        }
+        info!(
+            workers,
+            listen = ?listen_addr,
+            metrics = ?metrics_addr,
+            address = %shared.node_address().as_str(),
+            "ilpd started"
+        );
+        Ok(Node {
+            io,
+            wakers,
+            threads,
+            listen_addr,
+            metrics_addr,
+        })
+    }
+
+    /// Asks every worker to drain and stop (what SIGINT/SIGTERM do).
+    pub fn shutdown(&self) {
+        self.io.shutdown.store(true, Ordering::Release);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
+
+    /// A handle the signal thread can use to call [`Node::shutdown`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            io: self.io.clone(),
+            wakers: self.wakers.clone(),
+        }
+    }
+
+    /// Waits for every worker to finish.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Triggers a graceful shutdown from another thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    io: Arc<IoShared>,
+    wakers: Vec<Arc<Waker>>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.io.shutdown.store(true, Ordering::Release);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `GET /metrics` (Prometheus text format 0.0.4) on a small dedicated
+//! thread with a blocking std listener: a cold path that must never touch
+//! the workers' loops. Anything but `GET /metrics` gets 404 (405 for other
+//! methods on /metrics).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::IoShared;
+use crate::core::Shared;
+
+/// Binds `addr` and serves from a background thread; returns the bound
+/// address (port 0 resolved).
+pub fn spawn(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    io: Arc<IoShared>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("ilpd-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let _ = serve(stream, &shared, &io);
+            }
+        })?;
+    Ok(bound)
+}
+
+/// The request target of a `GET` request line, or why it is refused.
+fn route(head: &[u8]) -> u16 {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let mut parts = line.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or(&[]);
+    let target = parts.next().unwrap_or(&[]);
+    let path = target.split(|&b| b == b'?').next().unwrap_or(&[]);
+    match (method, path) {
+        (b"GET", b"/metrics") => 200,
+        (_, b"/metrics") => 405,
+        _ => 404,
+    }
+}
+
+fn serve(mut stream: TcpStream, shared: &Shared, io: &IoShared) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let (status, body) = match route(&head) {
+        200 => {
+            let mut body = shared.render_metrics();
+            body.push_str(&io.render_metrics());
+            ("200 OK", body)
+        }
+        405 => (
+            "405 Method Not Allowed",
+            String::from("method not allowed\n"),
+        ),
+        _ => ("404 Not Found", String::from("not found; try /metrics\n")),
+    };
+    let header = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(header.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+        assert_eq!(route(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n"), 200);
+        assert_eq!(route(b"POST /metrics HTTP/1.1\r\n\r\n"), 405);
+        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(route(b"GET /metricsx HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(route(b""), 404);
+    }
+}
