@@ -132,10 +132,11 @@ asset_scale = 9
 
 /// Polls with an echo ping from alice to ilpd's address until it is
 /// fulfilled: that needs the peering link up and routes both ways (the pong
-/// goes back to test.jsa.alice through the JS connector).
+/// goes back to test.jsa.alice through the JS connector). 45 s: a failed
+/// first CCP route control is retried by ilp-connector only after 30 s.
 fn wait_until_connected(net: &Net) {
     let alice = btp_url("alice", "alice-token", net.alice_port);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         let (status, v, p) = js::run(
             "ping.js",

@@ -196,12 +196,14 @@ fn stream_payment_across_two_js_connectors_static_routes() {
 fn stream_payment_across_two_js_connectors_ccp_routes() {
     require_node();
     let (_a, _b, alice, bob) = start_two_js_connectors(false);
-    // B connects to A after both are ready; CCP route exchange follows
-    // within a second or so on this machine. Wait until A can reach B's
-    // address (an echo ping to test.jsb is fulfilled only once A has a route
-    // to test.jsb and B one back to test.jsa.alice).
+    // Wait until A can reach B's address: an echo ping to test.jsb is
+    // fulfilled only once A has a route to test.jsb and B one back to
+    // test.jsa.alice. Usually ~1 s; but when B connects while A or B is still
+    // starting, ilp-connector's first route control message can fail, and
+    // it retries only after 30 s (ROUTE_CONTROL_RETRY_INTERVAL), hence 45 s.
     let alice_url = btp_url("alice", "alice-token", alice);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let start = std::time::Instant::now();
+    let deadline = start + Duration::from_secs(45);
     loop {
         let (status, v, _p) = js::run(
             "ping.js",
@@ -216,6 +218,7 @@ fn stream_payment_across_two_js_connectors_ccp_routes() {
             Duration::from_secs(20),
         );
         if status.success() && v["fulfilled"] == true {
+            eprintln!("routes converged after {:?}", start.elapsed());
             break;
         }
         assert!(
