@@ -1,9 +1,23 @@
 //! ilp-loadgen: a load generator for any ILP connector, using the Loopback
 //! Transport (it is both the sender and the receiver of its packets).
+//!
+//! - [`run::run`] drives a connector (or the generator itself, direct mode)
+//!   and returns merged [`stats`]; [`report`] prints and writes them.
+//! - [`pay`] sends one-shot and chunked payments ([`chunked`] is the policy).
+//! - [`sender`] and [`receiver`] are the two halves of the Loopback Transport;
+//!   [`lt`] holds the rules they share.
 
 pub mod chunked;
+pub mod clock;
+pub mod demo;
 pub mod link;
 pub mod lt;
+pub mod pay;
+pub mod receiver;
+pub mod report;
+pub mod run;
+pub mod sender;
 pub mod stats;
+pub mod sweep;
 pub mod template;
 pub mod url;

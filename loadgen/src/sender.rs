@@ -1,0 +1,727 @@
+//! The sending side of the Loopback Transport: one thread, several links,
+//! one mio `Poll`.
+//!
+//! Per loop turn and connection: decide how many packets are due (closed
+//! loop: fill the window; open loop: every packet whose intended send time
+//! has passed), derive their fulfillments, hash the conditions in one batch,
+//! patch them into copies of the frame template in the write buffer, and
+//! write once. Replies are matched by BTP request id (or by order on an
+//! HTTP/1.1 keep-alive connection) to a fixed ring of slots, so nothing is
+//! allocated per packet.
+
+use bytes::BytesMut;
+use ilpd_codec::btp::{self, Btp, BtpType};
+use ilpd_codec::ilp::{Fulfill, Reject, RejectBuilder};
+use ilpd_codec::sha256::BatchVerifier;
+use ilpd_codec::ws::{self, Decoder, Message, Opcode, Role};
+use ilpd_codec::ErrorCode;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, TimestampCache, Timing};
+use crate::link::{self, BtpConn, CLIENT_MASK, MAX_MESSAGE};
+use crate::lt::{self, Secret};
+use crate::stats::{Live, SenderStats};
+use crate::template::Template;
+use crate::url::{LinkUrl, Scheme};
+
+/// How packets are paced.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Load {
+    /// Keep `window` packets in flight on each connection.
+    Closed { window: u32 },
+    /// `rate` packets per second in total, on a fixed schedule; latency is
+    /// measured from each packet's intended send time (so a stall is not
+    /// hidden by the sender waiting: coordinated-omission correction).
+    Open { rate: f64 },
+}
+
+/// Everything one sender thread needs.
+#[derive(Clone)]
+pub struct SenderSpec {
+    pub thread: usize,
+    /// The links it opens (each `conns` times).
+    pub urls: Vec<LinkUrl>,
+    /// First stream id (unique per connection in the run).
+    pub first_stream: u16,
+    pub load: Load,
+    /// Packets per second on each connection (open loop).
+    pub rate_per_conn: f64,
+    /// Ring size per connection (power of two >= window).
+    pub max_in_flight: u32,
+    pub amount: u64,
+    pub min_dest: u64,
+    pub data_size: usize,
+    pub expiry: Duration,
+    /// How long past its expiry a packet may still be answered.
+    pub grace: Duration,
+    pub destinations: Vec<Vec<u8>>,
+    pub secret: Secret,
+    pub verifier: BatchVerifier,
+    /// Packets to send on each connection (packet-count mode).
+    pub packets_per_conn: Option<u64>,
+    pub core: Option<usize>,
+    pub connect_timeout: Duration,
+}
+
+const FREE: u8 = 0;
+const IN_FLIGHT: u8 = 1;
+/// Timed out on an HTTP link: its reply, if it ever comes, still takes its
+/// place in the response order.
+const ABANDONED: u8 = 2;
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    seq: u64,
+    /// Intended (open loop) or actual (closed loop) send time.
+    t_ns: u64,
+    deadline_ns: u64,
+    amount: u64,
+    rid: u32,
+    state: u8,
+    measured: bool,
+}
+
+/// Largest batch generated per connection per loop turn.
+const BATCH: usize = 512;
+/// Stop generating while this much is still unwritten on a connection.
+const MAX_BACKLOG: usize = 1 << 20;
+
+struct SendConn {
+    name: String,
+    http: bool,
+    stream: mio::net::TcpStream,
+    rbuf: BytesMut,
+    decoder: Decoder,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    templates: Vec<Template>,
+    stream_id: u16,
+    /// Packets generated on this connection so far.
+    generated: u64,
+    next_rid: u32,
+    /// Oldest request id that may still be in flight.
+    head: u32,
+    slots: Vec<Slot>,
+    mask: u32,
+    inflight: u32,
+    limit: Option<u64>,
+    dead: bool,
+}
+
+/// Opens every link of a sender thread (blocking, with timeouts).
+fn open_conns(spec: &SenderSpec, conns_per_url: usize) -> Result<Vec<SendConn>, String> {
+    let mut out = Vec::new();
+    let mut stream_id = spec.first_stream;
+    for url in &spec.urls {
+        for _ in 0..conns_per_url {
+            let name = link::link_name("send", url);
+            let (std_stream, rbuf, decoder, http, templates) = match url.scheme {
+                Scheme::Btp => {
+                    let c = BtpConn::open(&name, url, spec.connect_timeout)?;
+                    let (s, r, d) = c.into_parts();
+                    let t = spec
+                        .destinations
+                        .iter()
+                        .map(|d| Template::btp(d, spec.data_size))
+                        .collect();
+                    (s, r, d, false, t)
+                }
+                Scheme::Http => {
+                    let s = link::tcp_connect(&name, url, spec.connect_timeout)?;
+                    let t = spec
+                        .destinations
+                        .iter()
+                        .map(|d| Template::http(url, d, spec.data_size))
+                        .collect();
+                    (
+                        s,
+                        BytesMut::new(),
+                        Decoder::new(Role::Client, MAX_MESSAGE),
+                        true,
+                        t,
+                    )
+                }
+            };
+            std_stream
+                .set_nonblocking(true)
+                .map_err(|e| format!("{name}: {e}"))?;
+            let cap = spec.max_in_flight.max(1).next_power_of_two();
+            out.push(SendConn {
+                name,
+                http,
+                stream: mio::net::TcpStream::from_std(std_stream),
+                rbuf,
+                decoder,
+                wbuf: Vec::with_capacity(1 << 16),
+                wpos: 0,
+                templates,
+                stream_id,
+                generated: 0,
+                next_rid: 1,
+                head: 1,
+                slots: vec![Slot::default(); cap as usize],
+                mask: cap - 1,
+                inflight: 0,
+                limit: spec.packets_per_conn,
+                dead: false,
+            });
+            stream_id = stream_id.wrapping_add(1);
+        }
+    }
+    Ok(out)
+}
+
+/// A sender thread, connected and waiting for the start signal.
+pub struct Sender {
+    spec: SenderSpec,
+    conns: Vec<SendConn>,
+    poll: Poll,
+    stats: SenderStats,
+    ts: TimestampCache,
+    fulfillments: Vec<[u8; 32]>,
+    conditions: Vec<[u8; 32]>,
+    scratch: Vec<u8>,
+}
+
+impl Sender {
+    /// Connects every link (`conns_per_url` connections each).
+    pub fn connect(spec: SenderSpec, conns_per_url: usize) -> Result<Sender, String> {
+        if let Some(core) = spec.core {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        }
+        let mut conns = open_conns(&spec, conns_per_url)?;
+        let poll = Poll::new().map_err(|e| format!("sender thread: {e}"))?;
+        for (i, c) in conns.iter_mut().enumerate() {
+            poll.registry()
+                .register(
+                    &mut c.stream,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(|e| format!("{}: {e}", c.name))?;
+        }
+        Ok(Sender {
+            spec,
+            conns,
+            poll,
+            stats: SenderStats::default(),
+            ts: TimestampCache::new(),
+            fulfillments: vec![[0; 32]; BATCH],
+            conditions: vec![[0; 32]; BATCH],
+            scratch: vec![0; 256 * 1024],
+        })
+    }
+
+    /// Runs until the end of the timing (or `stop`), then returns its stats.
+    pub fn run(
+        mut self,
+        clock: Clock,
+        timing: Timing,
+        stop: Arc<AtomicBool>,
+        live: Arc<Live>,
+    ) -> SenderStats {
+        let mut events = Events::with_capacity(256);
+        let interval_ns = match self.spec.load {
+            Load::Open { .. } if self.spec.rate_per_conn > 0.0 => 1e9 / self.spec.rate_per_conn,
+            _ => 0.0,
+        };
+        let mut turns: u64 = 0;
+        loop {
+            let now = clock.now_ns();
+            let ending = now >= timing.end_ns || stop.load(Ordering::Relaxed);
+            let mut next_due = u64::MAX;
+            for i in 0..self.conns.len() {
+                if self.conns[i].dead {
+                    continue;
+                }
+                if !ending {
+                    let due = self.generate(i, now, &clock, &timing, interval_ns);
+                    next_due = next_due.min(due);
+                }
+                self.flush(i);
+                self.check_timeouts(i, now);
+            }
+            let open: Vec<bool> = self.conns.iter().map(|c| !c.dead).collect();
+            let busy = self
+                .conns
+                .iter()
+                .any(|c| !c.dead && (c.inflight > 0 || c.wpos < c.wbuf.len()));
+            let limits_done = self
+                .conns
+                .iter()
+                .all(|c| c.dead || c.limit.is_some_and(|l| c.generated >= l));
+            if (ending || limits_done) && !busy {
+                break;
+            }
+            if !open.iter().any(|o| *o) {
+                break;
+            }
+            if now >= timing.hard_stop_ns {
+                for c in self.conns.iter_mut() {
+                    self.stats.lost += c.inflight as u64;
+                    if c.inflight > 0 {
+                        self.stats.errors.add(format!(
+                            "{}: {} packets unanswered when the run ended",
+                            c.name, c.inflight
+                        ));
+                    }
+                    c.inflight = 0;
+                }
+                break;
+            }
+            // Sleep until something is due: open loop wakes for the next
+            // intended send time; otherwise replies wake us (1 ms cap so
+            // timeouts and the end of the run are noticed).
+            let timeout = if next_due != u64::MAX && !ending {
+                let wait = next_due.saturating_sub(clock.now_ns());
+                if wait > 1_000_000 {
+                    Duration::from_nanos(wait - 500_000).min(Duration::from_millis(1))
+                } else {
+                    if wait > 50_000 {
+                        std::thread::sleep(Duration::from_nanos(wait - 20_000));
+                    }
+                    Duration::ZERO
+                }
+            } else {
+                Duration::from_millis(1)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    self.stats.errors.add(format!("sender poll: {e}"));
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                let i = ev.token().0;
+                if i < self.conns.len() && ev.is_readable() {
+                    self.read(i, &clock);
+                }
+            }
+            turns += 1;
+            if turns & 63 == 0 {
+                live.publish_sender(
+                    self.stats.total_sent_packets,
+                    self.stats.total_fulfilled_packets,
+                    self.stats.rejected.total(),
+                );
+            }
+        }
+        live.publish_sender(
+            self.stats.total_sent_packets,
+            self.stats.total_fulfilled_packets,
+            self.stats.rejected.total(),
+        );
+        for c in &self.conns {
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.stats
+    }
+
+    /// Writes the packets due on connection `i`; returns when the next one is due.
+    fn generate(
+        &mut self,
+        i: usize,
+        now: u64,
+        clock: &Clock,
+        timing: &Timing,
+        interval_ns: f64,
+    ) -> u64 {
+        let spec = &self.spec;
+        let c = &mut self.conns[i];
+        if c.wbuf.len() - c.wpos > MAX_BACKLOG {
+            return now;
+        }
+        let remaining = c.limit.map_or(u64::MAX, |l| l.saturating_sub(c.generated));
+        let (mut n, next_due) = match spec.load {
+            Load::Closed { window } => ((window.saturating_sub(c.inflight)) as u64, u64::MAX),
+            Load::Open { .. } => {
+                // Packets k with start + k·interval <= now are due.
+                let elapsed = now.saturating_sub(timing.start_ns) as f64;
+                let due_total = (elapsed / interval_ns).floor() as u64 + 1;
+                let n = due_total.saturating_sub(c.generated);
+                let next = timing.start_ns + ((c.generated + n) as f64 * interval_ns) as u64;
+                (n, next)
+            }
+        };
+        n = n.min(remaining).min(BATCH as u64);
+        // Only as many as there are free slots in order.
+        let mut free = 0u64;
+        while free < n {
+            let rid = c.next_rid.wrapping_add(free as u32);
+            if c.slots[(rid & c.mask) as usize].state != FREE {
+                break;
+            }
+            free += 1;
+        }
+        let n = free as usize;
+        if n == 0 {
+            return if next_due == u64::MAX {
+                u64::MAX
+            } else {
+                next_due.max(now)
+            };
+        }
+        for k in 0..n {
+            let seq = lt::make_seq(c.stream_id, c.generated + k as u64);
+            self.fulfillments[k] = spec.secret.fulfillment(seq);
+        }
+        spec.verifier
+            .hash(&self.fulfillments[..n], &mut self.conditions[..n]);
+        let send_ns = clock.now_ns();
+        let expiry_ms = clock.wall_ms_at(send_ns) + spec.expiry.as_millis() as u64;
+        let ts = *self.ts.get(expiry_ms);
+        let deadline_base = send_ns + spec.expiry.as_nanos() as u64 + spec.grace.as_nanos() as u64;
+        let ndest = c.templates.len().max(1);
+        for k in 0..n {
+            let index = c.generated + k as u64;
+            let seq = lt::make_seq(c.stream_id, index);
+            let rid = c.next_rid;
+            c.next_rid = c.next_rid.wrapping_add(1);
+            let t_ns = match spec.load {
+                Load::Open { .. } => timing.start_ns + (index as f64 * interval_ns) as u64,
+                Load::Closed { .. } => send_ns,
+            };
+            let tpl = &c.templates[(index % ndest as u64) as usize];
+            tpl.write(
+                &mut c.wbuf,
+                rid,
+                spec.amount,
+                &ts,
+                &self.conditions[k],
+                seq,
+                spec.min_dest,
+            );
+            let measured = t_ns >= timing.warmup_end_ns && t_ns < timing.end_ns;
+            c.slots[(rid & c.mask) as usize] = Slot {
+                seq,
+                t_ns,
+                deadline_ns: deadline_base,
+                amount: spec.amount,
+                rid,
+                state: IN_FLIGHT,
+                measured,
+            };
+            if measured {
+                self.stats.sent += 1;
+            }
+        }
+        c.generated += n as u64;
+        c.inflight += n as u32;
+        self.stats.total_sent_packets += n as u64;
+        self.stats.total_amount_sent += spec.amount as u128 * n as u128;
+        next_due
+    }
+
+    /// One write per turn with everything pending.
+    fn flush(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        while c.wpos < c.wbuf.len() {
+            match c.stream.write(&c.wbuf[c.wpos..]) {
+                Ok(0) => {
+                    let msg = format!("{}: connection closed by peer", c.name);
+                    Self::kill(c, &mut self.stats, msg);
+                    return;
+                }
+                Ok(n) => c.wpos += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let msg = format!("{}: {}", c.name, link::io_cause(&e));
+                    Self::kill(c, &mut self.stats, msg);
+                    return;
+                }
+            }
+        }
+        if c.wpos == c.wbuf.len() {
+            c.wbuf.clear();
+            c.wpos = 0;
+        } else if c.wpos > (1 << 20) {
+            c.wbuf.drain(..c.wpos);
+            c.wpos = 0;
+        }
+    }
+
+    fn kill(c: &mut SendConn, stats: &mut SenderStats, msg: String) {
+        if !c.dead {
+            stats.errors.add(msg);
+            c.dead = true;
+            stats.lost += c.inflight as u64;
+            c.inflight = 0;
+            for s in c.slots.iter_mut() {
+                s.state = FREE;
+            }
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn check_timeouts(&mut self, i: usize, now: u64) {
+        let c = &mut self.conns[i];
+        while c.head != c.next_rid {
+            let s = &mut c.slots[(c.head & c.mask) as usize];
+            if s.rid != c.head || s.state == FREE {
+                c.head = c.head.wrapping_add(1);
+                continue;
+            }
+            if s.state == IN_FLIGHT && now > s.deadline_ns {
+                if s.measured {
+                    self.stats.timed_out += 1;
+                }
+                c.inflight -= 1;
+                if c.http {
+                    // Its reply (if any) still comes in order; keep the place.
+                    s.state = ABANDONED;
+                    break;
+                }
+                s.state = FREE;
+                c.head = c.head.wrapping_add(1);
+                continue;
+            }
+            break;
+        }
+    }
+
+    fn read(&mut self, i: usize, clock: &Clock) {
+        loop {
+            let c = &mut self.conns[i];
+            if c.dead {
+                return;
+            }
+            match c.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    let msg = format!("{}: connection closed by peer", c.name);
+                    Self::kill(c, &mut self.stats, msg);
+                    return;
+                }
+                Ok(n) => {
+                    c.rbuf.extend_from_slice(&self.scratch[..n]);
+                    let now = clock.now_ns();
+                    self.process(i, now);
+                    if n < self.scratch.len() {
+                        // Edge-triggered: one more read to see WouldBlock.
+                        continue;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let msg = format!("{}: {}", c.name, link::io_cause(&e));
+                    Self::kill(c, &mut self.stats, msg);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, i: usize, now: u64) {
+        if self.conns[i].http {
+            self.process_http(i, now)
+        } else {
+            self.process_btp(i, now)
+        }
+    }
+
+    fn process_btp(&mut self, i: usize, now: u64) {
+        loop {
+            let c = &mut self.conns[i];
+            let msg = match c.decoder.decode(&mut c.rbuf) {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(e) => {
+                    let msg = format!("{}: malformed WebSocket frame ({e})", c.name);
+                    Self::kill(c, &mut self.stats, msg);
+                    return;
+                }
+            };
+            match msg {
+                Message::Binary(p) => {
+                    let b = match Btp::new_checked(&p[..]) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.stats
+                                .errors
+                                .add(format!("{}: malformed BTP packet ({e})", c.name));
+                            continue;
+                        }
+                    };
+                    let rid = b.request_id();
+                    match b.packet_type() {
+                        BtpType::Response => match b.ilp_range() {
+                            Some(r) => self.on_reply(i, Some(rid), &p[r], now),
+                            None => {
+                                self.stats.unmatched += 1;
+                            }
+                        },
+                        BtpType::Error => {
+                            let m = format!(
+                                "{}: BTP error {} {}",
+                                c.name,
+                                String::from_utf8_lossy(&b.error_code()),
+                                String::from_utf8_lossy(b.error_name())
+                            );
+                            self.on_transport_error(i, Some(rid), m);
+                        }
+                        _ => {
+                            // A request from the connector on our sending
+                            // link: refuse ILP (we only receive on the
+                            // receiving link), acknowledge anything else.
+                            let mut out = BytesMut::new();
+                            if b.ilp().is_some() {
+                                let rej = RejectBuilder {
+                                    code: ErrorCode::F02_UNREACHABLE,
+                                    triggered_by: b"",
+                                    message:
+                                        b"ilp-loadgen: packets are received on the receiving link",
+                                    data: b"",
+                                }
+                                .build();
+                                btp::write_ilp_response(&mut out, rid, &rej);
+                            } else {
+                                btp::write_empty_response(&mut out, rid);
+                            }
+                            ws::write_frame(&mut c.wbuf, Opcode::Binary, &out, Some(CLIENT_MASK));
+                        }
+                    }
+                }
+                Message::Ping(p) => {
+                    ws::write_frame(&mut c.wbuf, Opcode::Pong, &p, Some(CLIENT_MASK));
+                }
+                Message::Close(code, _) => {
+                    let msg = format!(
+                        "{}: connection closed by peer (WebSocket close {})",
+                        c.name,
+                        code.map_or("without code".to_string(), |c| c.to_string())
+                    );
+                    Self::kill(c, &mut self.stats, msg);
+                    return;
+                }
+                Message::Text(_) | Message::Pong(_) => {}
+            }
+        }
+    }
+
+    fn process_http(&mut self, i: usize, now: u64) {
+        loop {
+            let c = &mut self.conns[i];
+            let resp = match link::parse_http_response(&c.rbuf) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    let msg = format!("{}: malformed HTTP response ({e})", c.name);
+                    Self::kill(c, &mut self.stats, msg);
+                    return;
+                }
+            };
+            let frame = c.rbuf.split_to(resp.len);
+            let body = &frame[resp.body.clone()];
+            if resp.status == 200 {
+                self.on_reply(i, None, body, now);
+            } else {
+                let cause = match resp.status {
+                    401 | 403 => "wrong or missing token".to_string(),
+                    _ => String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned(),
+                };
+                let m = format!("{}: HTTP {} ({cause})", self.conns[i].name, resp.status);
+                self.on_transport_error(i, None, m);
+            }
+            if resp.close {
+                let c = &mut self.conns[i];
+                let msg = format!(
+                    "{}: server closed the connection (Connection: close)",
+                    c.name
+                );
+                Self::kill(c, &mut self.stats, msg);
+                return;
+            }
+        }
+    }
+
+    /// The slot a reply belongs to: by request id (BTP) or the oldest
+    /// outstanding request (HTTP/1.1 answers in order).
+    fn take_slot(&mut self, i: usize, rid: Option<u32>) -> Option<Slot> {
+        let c = &mut self.conns[i];
+        let rid = match rid {
+            Some(r) => r,
+            None => {
+                while c.head != c.next_rid && c.slots[(c.head & c.mask) as usize].state == FREE {
+                    c.head = c.head.wrapping_add(1);
+                }
+                if c.head == c.next_rid {
+                    return None;
+                }
+                c.head
+            }
+        };
+        let s = &mut c.slots[(rid & c.mask) as usize];
+        if s.rid != rid || s.state == FREE {
+            return None;
+        }
+        let out = *s;
+        if s.state == IN_FLIGHT {
+            c.inflight -= 1;
+        }
+        s.state = FREE;
+        Some(out)
+    }
+
+    fn on_transport_error(&mut self, i: usize, rid: Option<u32>, msg: String) {
+        self.stats.errors.add(msg);
+        match self.take_slot(i, rid) {
+            Some(s) if s.state == IN_FLIGHT && s.measured => self.stats.transport_errors += 1,
+            Some(_) => {}
+            None => self.stats.unmatched += 1,
+        }
+    }
+
+    #[inline]
+    fn on_reply(&mut self, i: usize, rid: Option<u32>, ilp: &[u8], now: u64) {
+        let Some(s) = self.take_slot(i, rid) else {
+            self.stats.unmatched += 1;
+            return;
+        };
+        if s.state == ABANDONED {
+            // Already counted as timed out.
+            self.stats.unmatched += 1;
+            return;
+        }
+        match ilp.first() {
+            Some(13) => match Fulfill::new_checked(ilp) {
+                Ok(f) => {
+                    if *f.fulfillment() == self.spec.secret.fulfillment(s.seq) {
+                        self.stats.total_fulfilled_packets += 1;
+                        self.stats.total_amount_fulfilled += s.amount as u128;
+                        if s.measured {
+                            self.stats.fulfilled += 1;
+                            self.stats.record(now.saturating_sub(s.t_ns));
+                        }
+                    } else if s.measured {
+                        self.stats.wrong_fulfillment += 1;
+                    }
+                }
+                Err(e) => self.malformed(i, s, e.to_string()),
+            },
+            Some(14) => match Reject::new_checked(ilp) {
+                Ok(r) => {
+                    if s.measured {
+                        self.stats.rejected.add(*r.code().as_bytes(), 1);
+                    }
+                }
+                Err(e) => self.malformed(i, s, e.to_string()),
+            },
+            _ => self.malformed(i, s, "not a Fulfill or Reject".into()),
+        }
+    }
+
+    fn malformed(&mut self, i: usize, s: Slot, why: String) {
+        if s.measured {
+            self.stats.transport_errors += 1;
+        }
+        let name = &self.conns[i].name;
+        self.stats
+            .errors
+            .add(format!("{name}: malformed ILP reply ({why})"));
+    }
+}
