@@ -10,6 +10,7 @@
 pub mod chunked;
 pub mod clock;
 pub mod demo;
+pub mod frames;
 pub mod link;
 pub mod lt;
 pub mod pay;

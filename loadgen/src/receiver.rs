@@ -10,12 +10,14 @@
 
 use bytes::BytesMut;
 use ilpd_codec::btp::{self, Btp, BtpType};
-use ilpd_codec::ilp::{FulfillBuilder, Prepare, RejectBuilder};
-use ilpd_codec::ws::{self, Decoder, Message, Opcode, Role};
+use ilpd_codec::ilp::{FulfillBuilder, RejectBuilder};
+use ilpd_codec::ws::{self, Opcode, Role};
+
+use crate::frames::{self, Frame, FrameSplitter, ReadBuf};
 use ilpd_codec::ErrorCode;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,23 +76,79 @@ pub enum Decision {
     NoAnswer,
 }
 
+/// The fields of a Prepare the receiver needs (digest §2.2).
+#[derive(Clone, Copy, Debug)]
+pub struct PrepareFields<'a> {
+    pub amount: u64,
+    pub expiry: &'a [u8; 17],
+    pub destination: &'a [u8],
+    pub data: &'a [u8],
+}
+
+/// Parses a Prepare without validating the destination's characters: the
+/// receiver compares it with its own (valid) address instead, which is all
+/// it needs and keeps the hot path short. Envelope and lengths are checked.
+pub fn parse_prepare(b: &[u8]) -> Option<PrepareFields<'_>> {
+    use ilpd_codec::oer::Reader;
+    if b.first() != Some(&12) {
+        return None;
+    }
+    let mut r = Reader::new(b.get(1..)?);
+    let len = r.read_length().ok()?;
+    if len != r.remaining() {
+        return None;
+    }
+    let amount = r.read_u64().ok()?;
+    let expiry = r.read_array::<17>().ok()?;
+    r.read_array::<32>().ok()?;
+    let destination = r.read_var_octets().ok()?;
+    let data = r.read_var_octets().ok()?;
+    Some(PrepareFields {
+        amount,
+        expiry,
+        destination,
+        data,
+    })
+}
+
+/// The last expiry timestamp parsed (most packets in a millisecond share it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExpiryCache {
+    raw: [u8; 17],
+    ms: u64,
+}
+
+impl ExpiryCache {
+    #[inline]
+    pub fn parse(&mut self, raw: &[u8; 17]) -> Option<u64> {
+        if *raw != self.raw || self.ms == 0 {
+            self.ms = ilpd_codec::time::parse_ilp_timestamp(raw).ok()?;
+            self.raw = *raw;
+        }
+        Some(self.ms)
+    }
+}
+
 impl ReceiverRules {
     /// Checks one Prepare (RFC 27 receiver rules) and picks the answer.
     pub fn decide(&self, ilp: &[u8], now_wall_ms: u64) -> Decision {
-        let p = match Prepare::new_checked(ilp) {
-            Ok(p) => p,
-            Err(_) => {
-                return Decision::Reject {
-                    code: ErrorCode::F01_INVALID_PACKET,
-                    message: "ilp-loadgen: unparsable Prepare",
-                    seq: 0,
-                    amount: 0,
-                    data: None,
-                }
-            }
+        self.decide_cached(ilp, now_wall_ms, &mut ExpiryCache::default())
+    }
+
+    /// [`decide`](Self::decide) with a timestamp cache.
+    pub fn decide_cached(&self, ilp: &[u8], now_wall_ms: u64, cache: &mut ExpiryCache) -> Decision {
+        let parsed = parse_prepare(ilp).and_then(|p| cache.parse(p.expiry).map(|e| (p, e)));
+        let Some((p, expires)) = parsed else {
+            return Decision::Reject {
+                code: ErrorCode::F01_INVALID_PACKET,
+                message: "ilp-loadgen: unparsable Prepare",
+                seq: 0,
+                amount: 0,
+                data: None,
+            };
         };
-        let amount = p.amount();
-        if !ilpd_codec::address::prefix_matches(&self.address, p.destination()) {
+        let amount = p.amount;
+        if !ilpd_codec::address::prefix_matches(&self.address, p.destination) {
             return Decision::Reject {
                 code: ErrorCode::F02_UNREACHABLE,
                 message: "ilp-loadgen: destination is not my loopback address",
@@ -99,7 +157,7 @@ impl ReceiverRules {
                 data: None,
             };
         }
-        let Some((seq, min_dest)) = lt::read_data_header(p.data()) else {
+        let Some((seq, min_dest)) = lt::read_data_header(p.data) else {
             return Decision::Reject {
                 code: ErrorCode::F06_UNEXPECTED_PAYMENT,
                 message: "ilp-loadgen: data is not a Loopback Transport header",
@@ -108,7 +166,6 @@ impl ReceiverRules {
                 data: None,
             };
         };
-        let expires = p.expires_at().0;
         if expires <= now_wall_ms {
             return Decision::Reject {
                 code: ErrorCode::R00_TRANSFER_TIMED_OUT,
@@ -224,12 +281,52 @@ struct RecvConn {
     kind: Kind,
     state: State,
     stream: mio::net::TcpStream,
-    rbuf: BytesMut,
-    decoder: Decoder,
+    rb: ReadBuf,
+    sp: FrameSplitter,
     wbuf: Vec<u8>,
     wpos: usize,
     dead: bool,
 }
+
+impl RecvConn {
+    fn new(
+        name: String,
+        kind: Kind,
+        state: State,
+        stream: mio::net::TcpStream,
+        initial: &[u8],
+    ) -> RecvConn {
+        let role = if kind == Kind::BtpClient {
+            Role::Client
+        } else {
+            Role::Server
+        };
+        RecvConn {
+            name,
+            kind,
+            state,
+            stream,
+            rb: ReadBuf::with_initial(READ_BUF, initial),
+            sp: FrameSplitter::new(role, MAX_MESSAGE),
+            wbuf: Vec::with_capacity(1 << 16),
+            wpos: 0,
+            dead: false,
+        }
+    }
+
+    fn kill(&mut self, stats: &mut ReceiverStats, msg: Option<String>) {
+        if !self.dead {
+            if let Some(m) = msg {
+                stats.errors.add(m);
+            }
+            self.dead = true;
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Bytes read per connection per `read` call, at most.
+const READ_BUF: usize = 256 * 1024;
 
 /// A connection handed to a receiver: an authenticated BTP client link.
 pub struct ClientLink {
@@ -238,18 +335,23 @@ pub struct ClientLink {
     pub rbuf: BytesMut,
 }
 
-/// A receiver thread.
-pub struct Receiver {
+/// What `serve` needs besides the connection (split out for the borrow checker).
+struct Ctx {
     rules: ReceiverRules,
-    conns: Vec<RecvConn>,
-    listener: Option<(TcpListener, Kind, String)>,
-    /// Token that BTP or HTTP clients must present (server modes).
-    token: Option<String>,
-    poll: Poll,
     stats: ReceiverStats,
     events: Option<crossbeam::channel::Sender<ReceiverEvent>>,
-    scratch: Vec<u8>,
+    cache: ExpiryCache,
     reply: Vec<u8>,
+    /// Token that BTP or HTTP clients must present (server modes).
+    token: Option<String>,
+}
+
+/// A receiver thread.
+pub struct Receiver {
+    ctx: Ctx,
+    conns: Vec<RecvConn>,
+    listener: Option<(TcpListener, Kind, String)>,
+    poll: Poll,
 }
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -270,17 +372,13 @@ impl Receiver {
             l.stream
                 .set_nonblocking(true)
                 .map_err(|e| format!("{}: {e}", l.name))?;
-            conns.push(RecvConn {
-                name: l.name,
-                kind: Kind::BtpClient,
-                state: State::Open,
-                stream: mio::net::TcpStream::from_std(l.stream),
-                rbuf: l.rbuf,
-                decoder: Decoder::new(Role::Client, MAX_MESSAGE),
-                wbuf: Vec::with_capacity(1 << 16),
-                wpos: 0,
-                dead: false,
-            });
+            conns.push(RecvConn::new(
+                l.name,
+                Kind::BtpClient,
+                State::Open,
+                mio::net::TcpStream::from_std(l.stream),
+                &l.rbuf,
+            ));
         }
         for (i, c) in conns.iter_mut().enumerate() {
             poll.registry()
@@ -310,15 +408,17 @@ impl Receiver {
             None => None,
         };
         Ok(Receiver {
-            rules,
+            ctx: Ctx {
+                rules,
+                stats: ReceiverStats::default(),
+                events,
+                cache: ExpiryCache::default(),
+                reply: Vec::with_capacity(256),
+                token,
+            },
             conns,
             listener,
-            token,
             poll,
-            stats: ReceiverStats::default(),
-            events,
-            scratch: vec![0; 256 * 1024],
-            reply: Vec::with_capacity(256),
         })
     }
 
@@ -337,7 +437,7 @@ impl Receiver {
         while !stop.load(Ordering::Relaxed) {
             if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(5))) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
-                    self.stats.errors.add(format!("receiver poll: {e}"));
+                    self.ctx.stats.errors.add(format!("receiver poll: {e}"));
                     break;
                 }
             }
@@ -345,33 +445,31 @@ impl Receiver {
                 if ev.token() == LISTENER {
                     self.accept();
                 } else if ev.token().0 < self.conns.len() && ev.is_readable() {
-                    self.read(ev.token().0);
+                    let c = &mut self.conns[ev.token().0];
+                    read(c, &mut self.ctx);
                 }
             }
-            for i in 0..self.conns.len() {
-                self.flush(i);
+            for c in self.conns.iter_mut() {
+                flush(c, &mut self.ctx.stats);
             }
             turns += 1;
             if turns & 63 == 0 {
-                live.received.store(self.stats.prepares, Ordering::Relaxed);
+                live.received
+                    .store(self.ctx.stats.prepares, Ordering::Relaxed);
             }
         }
-        live.received.store(self.stats.prepares, Ordering::Relaxed);
+        live.received
+            .store(self.ctx.stats.prepares, Ordering::Relaxed);
         for c in &self.conns {
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
         }
-        self.stats
+        self.ctx.stats
     }
 
     fn accept(&mut self) {
         let Some((listener, kind, name)) = self.listener.take() else {
             return;
         };
-        self.accept_from(&listener, kind, &name);
-        self.listener = Some((listener, kind, name));
-    }
-
-    fn accept_from(&mut self, listener: &TcpListener, kind: Kind, name: &str) {
         loop {
             match listener.accept() {
                 Ok((mut stream, peer)) => {
@@ -382,301 +480,283 @@ impl Receiver {
                         Token(i),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
-                        self.stats.errors.add(format!("{name}: {e}"));
+                        self.ctx.stats.errors.add(format!("{name}: {e}"));
                         continue;
                     }
-                    self.conns.push(RecvConn {
-                        name: format!("{name} (from {peer})"),
+                    let state = if kind == Kind::BtpServer {
+                        State::AwaitUpgrade
+                    } else {
+                        State::Open
+                    };
+                    self.conns.push(RecvConn::new(
+                        format!("{name} (from {peer})"),
                         kind,
-                        state: if kind == Kind::BtpServer {
-                            State::AwaitUpgrade
-                        } else {
-                            State::Open
-                        },
+                        state,
                         stream,
-                        rbuf: BytesMut::with_capacity(1 << 16),
-                        decoder: Decoder::new(Role::Server, MAX_MESSAGE),
-                        wbuf: Vec::with_capacity(1 << 16),
-                        wpos: 0,
-                        dead: false,
-                    });
+                        &[],
+                    ));
                     // Data may already be there (edge-triggered).
-                    self.read(i);
+                    read(&mut self.conns[i], &mut self.ctx);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.stats.errors.add(format!("{name}: accept: {e}"));
-                    return;
-                }
-            }
-        }
-    }
-
-    fn kill(c: &mut RecvConn, stats: &mut ReceiverStats, msg: Option<String>) {
-        if !c.dead {
-            if let Some(m) = msg {
-                stats.errors.add(m);
-            }
-            c.dead = true;
-            let _ = c.stream.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn flush(&mut self, i: usize) {
-        let c = &mut self.conns[i];
-        if c.dead {
-            return;
-        }
-        while c.wpos < c.wbuf.len() {
-            match c.stream.write(&c.wbuf[c.wpos..]) {
-                Ok(0) => break,
-                Ok(n) => c.wpos += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let m = format!("{}: {}", c.name, link::io_cause(&e));
-                    Self::kill(c, &mut self.stats, Some(m));
-                    return;
+                    self.ctx.stats.errors.add(format!("{name}: accept: {e}"));
+                    break;
                 }
             }
         }
-        if c.wpos == c.wbuf.len() {
-            c.wbuf.clear();
-            c.wpos = 0;
-            if c.state == State::Closing {
-                Self::kill(c, &mut self.stats, None);
-            }
-        } else if c.wpos > (1 << 20) {
-            c.wbuf.drain(..c.wpos);
-            c.wpos = 0;
-        }
+        self.listener = Some((listener, kind, name));
     }
+}
 
-    fn read(&mut self, i: usize) {
-        loop {
-            let c = &mut self.conns[i];
-            if c.dead || c.state == State::Closing {
+fn flush(c: &mut RecvConn, stats: &mut ReceiverStats) {
+    if c.dead {
+        return;
+    }
+    while c.wpos < c.wbuf.len() {
+        match c.stream.write(&c.wbuf[c.wpos..]) {
+            Ok(0) => break,
+            Ok(n) => c.wpos += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let m = format!("{}: {}", c.name, link::io_cause(&e));
+                c.kill(stats, Some(m));
                 return;
             }
-            match c.stream.read(&mut self.scratch) {
-                Ok(0) => {
-                    // The peer closed: normal at the end of a run.
-                    Self::kill(c, &mut self.stats, None);
-                    return;
-                }
-                Ok(n) => {
-                    c.rbuf.extend_from_slice(&self.scratch[..n]);
-                    self.process(i);
-                    // Answer this batch now, before reading the next one.
-                    self.flush(i);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let m = format!("{}: {}", c.name, link::io_cause(&e));
-                    Self::kill(c, &mut self.stats, Some(m));
-                    return;
-                }
-            }
         }
     }
-
-    fn process(&mut self, i: usize) {
-        match self.conns[i].kind {
-            Kind::HttpServer => self.process_http(i),
-            _ => self.process_btp(i),
+    if c.wpos == c.wbuf.len() {
+        c.wbuf.clear();
+        c.wpos = 0;
+        if c.state == State::Closing {
+            c.kill(stats, None);
         }
+    } else if c.wpos > (1 << 20) {
+        c.wbuf.drain(..c.wpos);
+        c.wpos = 0;
     }
+}
 
-    fn mask(kind: Kind) -> Option<[u8; 4]> {
-        match kind {
-            Kind::BtpClient => Some(CLIENT_MASK),
-            _ => None,
+fn read(c: &mut RecvConn, ctx: &mut Ctx) {
+    loop {
+        if c.dead || c.state == State::Closing {
+            return;
         }
-    }
-
-    fn process_btp(&mut self, i: usize) {
-        let now_ms = link::wall_ms();
-        loop {
-            let c = &mut self.conns[i];
-            if c.dead || c.state == State::Closing {
+        match c.rb.read_from(&mut c.stream) {
+            Ok(0) => {
+                // The peer closed: normal at the end of a run.
+                c.kill(&mut ctx.stats, None);
                 return;
             }
-            if c.state == State::AwaitUpgrade {
-                match ws::parse_client_handshake(&c.rbuf) {
-                    Ok(Some((hs, n))) => {
-                        let accept = ws::accept_key(hs.key);
-                        ws::write_server_handshake(&mut c.wbuf, &accept);
-                        let _ = c.rbuf.split_to(n);
-                        c.state = State::AwaitAuth;
-                        continue;
-                    }
-                    Ok(None) => return,
-                    Err(e) => {
-                        ws::write_http_error(&mut c.wbuf, 400, "Bad Request");
-                        self.stats
-                            .errors
-                            .add(format!("{}: bad WebSocket upgrade ({e})", c.name));
-                        c.state = State::Closing;
-                        return;
-                    }
+            Ok(_) => {
+                match c.kind {
+                    Kind::HttpServer => process_http(c, ctx),
+                    _ => process_btp(c, ctx),
                 }
+                // Answer this batch now, before reading the next one.
+                flush(c, &mut ctx.stats);
             }
-            let msg = match c.decoder.decode(&mut c.rbuf) {
-                Ok(Some(m)) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let m = format!("{}: {}", c.name, link::io_cause(&e));
+                c.kill(&mut ctx.stats, Some(m));
+                return;
+            }
+        }
+    }
+}
+
+fn empty_response(wbuf: &mut Vec<u8>, rid: u32, mask: Option<[u8; 4]>) {
+    let mut out = BytesMut::new();
+    btp::write_empty_response(&mut out, rid);
+    ws::write_frame(wbuf, Opcode::Binary, &out, mask);
+}
+
+fn process_btp(c: &mut RecvConn, ctx: &mut Ctx) {
+    let now_ms = link::wall_ms();
+    let mask = match c.kind {
+        Kind::BtpClient => Some(CLIENT_MASK),
+        _ => None,
+    };
+    loop {
+        if c.dead || c.state == State::Closing {
+            return;
+        }
+        if c.state == State::AwaitUpgrade {
+            match ws::parse_client_handshake(c.rb.pending()) {
+                Ok(Some((hs, n))) => {
+                    let accept = ws::accept_key(hs.key);
+                    ws::write_server_handshake(&mut c.wbuf, &accept);
+                    c.rb.consume(n);
+                    c.state = State::AwaitAuth;
+                    continue;
+                }
                 Ok(None) => return,
                 Err(e) => {
-                    let m = format!("{}: malformed WebSocket frame ({e})", c.name);
-                    Self::kill(c, &mut self.stats, Some(m));
-                    return;
-                }
-            };
-            let mask = Self::mask(c.kind);
-            let p = match msg {
-                Message::Binary(p) => p,
-                Message::Ping(p) => {
-                    ws::write_frame(&mut c.wbuf, Opcode::Pong, &p, mask);
-                    continue;
-                }
-                Message::Close(..) => {
-                    Self::kill(c, &mut self.stats, None);
-                    return;
-                }
-                _ => continue,
-            };
-            let b = match Btp::new_checked(&p[..]) {
-                Ok(b) => b,
-                Err(e) => {
-                    // RFC 23: no reply to unreadable packets.
-                    self.stats
+                    ws::write_http_error(&mut c.wbuf, 400, "Bad Request");
+                    ctx.stats
                         .errors
-                        .add(format!("{}: malformed BTP packet ({e})", c.name));
-                    continue;
-                }
-            };
-            let rid = b.request_id();
-            if c.state == State::AwaitAuth {
-                let ok = match btp::parse_auth(&b) {
-                    Ok(a) => self.token.as_ref().is_none_or(|t| t.as_bytes() == a.token),
-                    Err(_) => false,
-                };
-                let mut out = BytesMut::new();
-                if ok {
-                    btp::write_empty_response(&mut out, rid);
-                    c.state = State::Open;
-                } else {
-                    let at = ilpd_codec::time::format_generalized_time(now_ms);
-                    btp::write_error(
-                        &mut out,
-                        rid,
-                        b"F00",
-                        b"NotAcceptedError",
-                        &at,
-                        b"invalid auth_token",
-                        &[],
-                    );
-                    self.stats
-                        .errors
-                        .add(format!("{}: refused a client with a wrong token", c.name));
+                        .add(format!("{}: bad WebSocket upgrade ({e})", c.name));
                     c.state = State::Closing;
+                    return;
                 }
-                ws::write_frame(&mut c.wbuf, Opcode::Binary, &out, mask);
-                continue;
-            }
-            match b.packet_type() {
-                BtpType::Message => {
-                    if let Some(r) = b.ilp_range() {
-                        let d = self.serve(&p[r], now_ms);
-                        let c = &mut self.conns[i];
-                        if encode_reply(&d, &self.rules.address, &mut self.reply) {
-                            let len = btp::ilp_response_len(self.reply.len());
-                            ws::write_frame_header(&mut c.wbuf, true, Opcode::Binary, len, mask);
-                            btp::write_ilp_response(&mut c.wbuf, rid, &self.reply);
-                        }
-                    } else {
-                        let mut out = BytesMut::new();
-                        btp::write_empty_response(&mut out, rid);
-                        ws::write_frame(&mut c.wbuf, Opcode::Binary, &out, mask);
-                    }
-                }
-                BtpType::Transfer => {
-                    let mut out = BytesMut::new();
-                    btp::write_empty_response(&mut out, rid);
-                    ws::write_frame(&mut c.wbuf, Opcode::Binary, &out, mask);
-                }
-                _ => {}
             }
         }
-    }
-
-    fn process_http(&mut self, i: usize) {
-        let now_ms = link::wall_ms();
-        loop {
-            let c = &mut self.conns[i];
-            if c.dead || c.state == State::Closing {
+        let frame = match c.sp.next(&mut c.rb) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                frames::settle(&mut c.rb);
                 return;
             }
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            let head = match req.parse(&c.rbuf) {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => {
-                    if c.rbuf.len() > 16 * 1024 {
-                        write_http(&mut c.wbuf, 431, b"");
-                        c.state = State::Closing;
-                    }
-                    return;
-                }
-                Err(e) => {
-                    write_http(&mut c.wbuf, 400, b"");
-                    self.stats
-                        .errors
-                        .add(format!("{}: malformed HTTP request ({e})", c.name));
-                    c.state = State::Closing;
-                    return;
-                }
-            };
-            let mut len = 0usize;
-            let mut auth_ok = self.token.is_none();
-            for h in req.headers.iter() {
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    len = std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(usize::MAX);
-                } else if h.name.eq_ignore_ascii_case("authorization") {
-                    if let Some(t) = &self.token {
-                        let v = h.value;
-                        auth_ok = v.len() > 7
-                            && v[..7].eq_ignore_ascii_case(b"bearer ")
-                            && v[7..].trim_ascii() == t.as_bytes();
-                    }
-                }
+            Err(e) => {
+                let m = format!("{}: {e}", c.name);
+                c.kill(&mut ctx.stats, Some(m));
+                return;
             }
-            if len > MAX_MESSAGE {
-                write_http(&mut c.wbuf, 413, b"");
+        };
+        let (opcode, p): (Opcode, &[u8]) = match &frame {
+            Frame::InPlace { opcode, range } => (*opcode, &c.rb.data[range.clone()]),
+            Frame::Reassembled { opcode } => (*opcode, &c.sp.assembled[..]),
+        };
+        match opcode {
+            Opcode::Binary => {}
+            Opcode::Ping => {
+                ws::write_frame(&mut c.wbuf, Opcode::Pong, p, mask);
+                continue;
+            }
+            Opcode::Close => {
+                c.kill(&mut ctx.stats, None);
+                return;
+            }
+            _ => continue,
+        }
+        let b = match Btp::new_checked(p) {
+            Ok(b) => b,
+            Err(e) => {
+                // RFC 23: no reply to unreadable packets.
+                ctx.stats
+                    .errors
+                    .add(format!("{}: malformed BTP packet ({e})", c.name));
+                continue;
+            }
+        };
+        let rid = b.request_id();
+        if c.state == State::AwaitAuth {
+            let ok = match btp::parse_auth(&b) {
+                Ok(a) => ctx.token.as_ref().map_or(true, |t| t.as_bytes() == a.token),
+                Err(_) => false,
+            };
+            if ok {
+                empty_response(&mut c.wbuf, rid, mask);
+                c.state = State::Open;
+            } else {
+                let mut out = BytesMut::new();
+                let at = ilpd_codec::time::format_generalized_time(now_ms);
+                btp::write_error(
+                    &mut out,
+                    rid,
+                    b"F00",
+                    b"NotAcceptedError",
+                    &at,
+                    b"invalid auth_token",
+                    &[],
+                );
+                ws::write_frame(&mut c.wbuf, Opcode::Binary, &out, mask);
+                ctx.stats
+                    .errors
+                    .add(format!("{}: refused a client with a wrong token", c.name));
+                c.state = State::Closing;
+            }
+            continue;
+        }
+        match b.packet_type() {
+            BtpType::Message => match b.ilp_range() {
+                Some(r) => {
+                    let d = serve(ctx, &p[r], now_ms);
+                    if encode_reply(&d, &ctx.rules.address, &mut ctx.reply) {
+                        let len = btp::ilp_response_len(ctx.reply.len());
+                        ws::write_frame_header(&mut c.wbuf, true, Opcode::Binary, len, mask);
+                        btp::write_ilp_response(&mut c.wbuf, rid, &ctx.reply);
+                    }
+                }
+                None => empty_response(&mut c.wbuf, rid, mask),
+            },
+            BtpType::Transfer => empty_response(&mut c.wbuf, rid, mask),
+            _ => {}
+        }
+    }
+}
+
+fn process_http(c: &mut RecvConn, ctx: &mut Ctx) {
+    let now_ms = link::wall_ms();
+    loop {
+        if c.dead || c.state == State::Closing {
+            return;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        let pending = c.rb.pending();
+        let head = match req.parse(pending) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if pending.len() > 16 * 1024 {
+                    write_http(&mut c.wbuf, 431, b"");
+                    c.state = State::Closing;
+                }
+                return;
+            }
+            Err(e) => {
+                write_http(&mut c.wbuf, 400, b"");
+                ctx.stats
+                    .errors
+                    .add(format!("{}: malformed HTTP request ({e})", c.name));
                 c.state = State::Closing;
                 return;
             }
-            let is_post = req.method == Some("POST");
-            if c.rbuf.len() < head + len {
-                return;
+        };
+        let mut len = 0usize;
+        let mut auth_ok = ctx.token.is_none();
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                len = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(usize::MAX);
+            } else if h.name.eq_ignore_ascii_case("authorization") {
+                if let Some(t) = &ctx.token {
+                    let v = h.value;
+                    auth_ok = v.len() > 7
+                        && v[..7].eq_ignore_ascii_case(b"bearer ")
+                        && v[7..].trim_ascii() == t.as_bytes();
+                }
             }
-            let frame = c.rbuf.split_to(head + len);
-            let body = &frame[head..];
-            if !auth_ok {
-                write_http(&mut c.wbuf, 401, b"");
-                self.stats
-                    .errors
-                    .add(format!("{}: refused a request with a wrong token", c.name));
-                continue;
+        }
+        if len > MAX_MESSAGE {
+            write_http(&mut c.wbuf, 413, b"");
+            c.state = State::Closing;
+            return;
+        }
+        let is_post = req.method == Some("POST");
+        if pending.len() < head + len {
+            if c.rb.data.len() < 2 * (head + len) {
+                let n = 2 * (head + len);
+                c.rb.data.resize(n, 0);
             }
-            if !is_post {
-                write_http(&mut c.wbuf, 405, b"");
-                continue;
-            }
-            let mut d = self.serve(body, now_ms);
+            return;
+        }
+        let body = &pending[head..head + len];
+        if !auth_ok {
+            write_http(&mut c.wbuf, 401, b"");
+            ctx.stats
+                .errors
+                .add(format!("{}: refused a request with a wrong token", c.name));
+        } else if !is_post {
+            write_http(&mut c.wbuf, 405, b"");
+        } else {
+            let mut d = serve(ctx, body, now_ms);
             if d == Decision::NoAnswer {
                 // HTTP/1.1 answers in order: holding one reply would hold
                 // every later one, so "no answer" becomes R00 here.
@@ -688,56 +768,57 @@ impl Receiver {
                     data: None,
                 };
             }
-            let c = &mut self.conns[i];
-            encode_reply(&d, &self.rules.address, &mut self.reply);
-            write_http(&mut c.wbuf, 200, &self.reply);
+            encode_reply(&d, &ctx.rules.address, &mut ctx.reply);
+            write_http(&mut c.wbuf, 200, &ctx.reply);
         }
+        c.rb.consume(head + len);
     }
+}
 
-    /// Decides, counts, and publishes events for one Prepare.
-    fn serve(&mut self, ilp: &[u8], now_ms: u64) -> Decision {
-        self.stats.prepares += 1;
-        if let Some((after, pause)) = self.rules.stall {
-            if self.stats.prepares == after {
-                std::thread::sleep(pause);
-            }
+/// Decides, counts, and publishes events for one Prepare.
+#[inline]
+fn serve(ctx: &mut Ctx, ilp: &[u8], now_ms: u64) -> Decision {
+    ctx.stats.prepares += 1;
+    if let Some((after, pause)) = ctx.rules.stall {
+        if ctx.stats.prepares == after {
+            std::thread::sleep(pause);
         }
-        let d = self.rules.decide(ilp, now_ms);
-        match &d {
-            Decision::Fulfill { seq, amount, .. } => {
-                self.stats.fulfilled += 1;
-                self.stats.amount_fulfilled += *amount as u128;
-                if let Some(ev) = &self.events {
-                    let _ = ev.send(ReceiverEvent::IncomingFulfill {
-                        seq: *seq,
-                        amount: *amount,
-                    });
-                }
-            }
-            Decision::Wrong { .. } => self.stats.wrong_fulfillment_sent += 1,
-            Decision::Reject {
-                code,
-                message,
-                seq,
-                amount,
-                ..
-            } => {
-                self.stats.rejected.add(*code.as_bytes(), 1);
-                if !message.ends_with("outcome mix") {
-                    self.stats.check_failures.add(*message);
-                }
-                if let Some(ev) = &self.events {
-                    let _ = ev.send(ReceiverEvent::IncomingReject {
-                        seq: *seq,
-                        amount: *amount,
-                        code: *code.as_bytes(),
-                    });
-                }
-            }
-            Decision::NoAnswer => self.stats.no_answer += 1,
-        }
-        d
     }
+    let d = ctx.rules.decide_cached(ilp, now_ms, &mut ctx.cache);
+    match &d {
+        Decision::Fulfill { seq, amount, .. } => {
+            ctx.stats.fulfilled += 1;
+            ctx.stats.amount_fulfilled += *amount as u128;
+            if let Some(ev) = &ctx.events {
+                let _ = ev.send(ReceiverEvent::IncomingFulfill {
+                    seq: *seq,
+                    amount: *amount,
+                });
+            }
+        }
+        Decision::Wrong { .. } => ctx.stats.wrong_fulfillment_sent += 1,
+        Decision::Reject {
+            code,
+            message,
+            seq,
+            amount,
+            ..
+        } => {
+            ctx.stats.rejected.add(*code.as_bytes(), 1);
+            if !message.ends_with("outcome mix") {
+                ctx.stats.check_failures.add(*message);
+            }
+            if let Some(ev) = &ctx.events {
+                let _ = ev.send(ReceiverEvent::IncomingReject {
+                    seq: *seq,
+                    amount: *amount,
+                    code: *code.as_bytes(),
+                });
+            }
+        }
+        Decision::NoAnswer => ctx.stats.no_answer += 1,
+    }
+    d
 }
 
 fn write_http(out: &mut Vec<u8>, status: u16, body: &[u8]) {

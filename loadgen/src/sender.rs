@@ -13,10 +13,12 @@ use bytes::BytesMut;
 use ilpd_codec::btp::{self, Btp, BtpType};
 use ilpd_codec::ilp::{Fulfill, Reject, RejectBuilder};
 use ilpd_codec::sha256::BatchVerifier;
-use ilpd_codec::ws::{self, Decoder, Message, Opcode, Role};
+use ilpd_codec::ws::{self, Opcode, Role};
+
+use crate::frames::{self, Frame, FrameSplitter, ReadBuf};
 use ilpd_codec::ErrorCode;
 use mio::{Events, Interest, Poll, Token};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,24 +92,29 @@ const BATCH: usize = 512;
 /// Stop generating while this much is still unwritten on a connection.
 const MAX_BACKLOG: usize = 1 << 20;
 
+/// The packets in flight on one connection, by request id.
+struct Ring {
+    slots: Vec<Slot>,
+    mask: u32,
+    next_rid: u32,
+    /// Oldest request id that may still be in flight.
+    head: u32,
+    inflight: u32,
+}
+
 struct SendConn {
     name: String,
     http: bool,
     stream: mio::net::TcpStream,
-    rbuf: BytesMut,
-    decoder: Decoder,
+    rb: ReadBuf,
+    sp: FrameSplitter,
     wbuf: Vec<u8>,
     wpos: usize,
     templates: Vec<Template>,
     stream_id: u16,
     /// Packets generated on this connection so far.
     generated: u64,
-    next_rid: u32,
-    /// Oldest request id that may still be in flight.
-    head: u32,
-    slots: Vec<Slot>,
-    mask: u32,
-    inflight: u32,
+    ring: Ring,
     limit: Option<u64>,
     dead: bool,
 }
@@ -119,16 +126,16 @@ fn open_conns(spec: &SenderSpec, conns_per_url: usize) -> Result<Vec<SendConn>, 
     for url in &spec.urls {
         for _ in 0..conns_per_url {
             let name = link::link_name("send", url);
-            let (std_stream, rbuf, decoder, http, templates) = match url.scheme {
+            let (std_stream, rbuf, http, templates) = match url.scheme {
                 Scheme::Btp => {
                     let c = BtpConn::open(&name, url, spec.connect_timeout)?;
-                    let (s, r, d) = c.into_parts();
+                    let (s, r, _) = c.into_parts();
                     let t = spec
                         .destinations
                         .iter()
                         .map(|d| Template::btp(d, spec.data_size))
                         .collect();
-                    (s, r, d, false, t)
+                    (s, r, false, t)
                 }
                 Scheme::Http => {
                     let s = link::tcp_connect(&name, url, spec.connect_timeout)?;
@@ -137,13 +144,7 @@ fn open_conns(spec: &SenderSpec, conns_per_url: usize) -> Result<Vec<SendConn>, 
                         .iter()
                         .map(|d| Template::http(url, d, spec.data_size))
                         .collect();
-                    (
-                        s,
-                        BytesMut::new(),
-                        Decoder::new(Role::Client, MAX_MESSAGE),
-                        true,
-                        t,
-                    )
+                    (s, BytesMut::new(), true, t)
                 }
             };
             std_stream
@@ -154,18 +155,20 @@ fn open_conns(spec: &SenderSpec, conns_per_url: usize) -> Result<Vec<SendConn>, 
                 name,
                 http,
                 stream: mio::net::TcpStream::from_std(std_stream),
-                rbuf,
-                decoder,
+                rb: ReadBuf::with_initial(256 * 1024, &rbuf),
+                sp: FrameSplitter::new(Role::Client, MAX_MESSAGE),
                 wbuf: Vec::with_capacity(1 << 16),
                 wpos: 0,
                 templates,
                 stream_id,
                 generated: 0,
-                next_rid: 1,
-                head: 1,
-                slots: vec![Slot::default(); cap as usize],
-                mask: cap - 1,
-                inflight: 0,
+                ring: Ring {
+                    slots: vec![Slot::default(); cap as usize],
+                    mask: cap - 1,
+                    next_rid: 1,
+                    head: 1,
+                    inflight: 0,
+                },
                 limit: spec.packets_per_conn,
                 dead: false,
             });
@@ -184,7 +187,6 @@ pub struct Sender {
     ts: TimestampCache,
     fulfillments: Vec<[u8; 32]>,
     conditions: Vec<[u8; 32]>,
-    scratch: Vec<u8>,
 }
 
 impl Sender {
@@ -212,7 +214,6 @@ impl Sender {
             ts: TimestampCache::new(),
             fulfillments: vec![[0; 32]; BATCH],
             conditions: vec![[0; 32]; BATCH],
-            scratch: vec![0; 256 * 1024],
         })
     }
 
@@ -249,7 +250,7 @@ impl Sender {
             let busy = self
                 .conns
                 .iter()
-                .any(|c| !c.dead && (c.inflight > 0 || c.wpos < c.wbuf.len()));
+                .any(|c| !c.dead && (c.ring.inflight > 0 || c.wpos < c.wbuf.len()));
             let limits_done = self
                 .conns
                 .iter()
@@ -262,14 +263,14 @@ impl Sender {
             }
             if now >= timing.hard_stop_ns {
                 for c in self.conns.iter_mut() {
-                    self.stats.lost += c.inflight as u64;
-                    if c.inflight > 0 {
+                    self.stats.lost += c.ring.inflight as u64;
+                    if c.ring.inflight > 0 {
                         self.stats.errors.add(format!(
                             "{}: {} packets unanswered when the run ended",
-                            c.name, c.inflight
+                            c.name, c.ring.inflight
                         ));
                     }
-                    c.inflight = 0;
+                    c.ring.inflight = 0;
                 }
                 break;
             }
@@ -337,7 +338,7 @@ impl Sender {
         }
         let remaining = c.limit.map_or(u64::MAX, |l| l.saturating_sub(c.generated));
         let (mut n, next_due) = match spec.load {
-            Load::Closed { window } => ((window.saturating_sub(c.inflight)) as u64, u64::MAX),
+            Load::Closed { window } => ((window.saturating_sub(c.ring.inflight)) as u64, u64::MAX),
             Load::Open { .. } => {
                 // Packets k with start + k·interval <= now are due.
                 let elapsed = now.saturating_sub(timing.start_ns) as f64;
@@ -351,8 +352,8 @@ impl Sender {
         // Only as many as there are free slots in order.
         let mut free = 0u64;
         while free < n {
-            let rid = c.next_rid.wrapping_add(free as u32);
-            if c.slots[(rid & c.mask) as usize].state != FREE {
+            let rid = c.ring.next_rid.wrapping_add(free as u32);
+            if c.ring.slots[(rid & c.ring.mask) as usize].state != FREE {
                 break;
             }
             free += 1;
@@ -379,8 +380,8 @@ impl Sender {
         for k in 0..n {
             let index = c.generated + k as u64;
             let seq = lt::make_seq(c.stream_id, index);
-            let rid = c.next_rid;
-            c.next_rid = c.next_rid.wrapping_add(1);
+            let rid = c.ring.next_rid;
+            c.ring.next_rid = c.ring.next_rid.wrapping_add(1);
             let t_ns = match spec.load {
                 Load::Open { .. } => timing.start_ns + (index as f64 * interval_ns) as u64,
                 Load::Closed { .. } => send_ns,
@@ -396,7 +397,7 @@ impl Sender {
                 spec.min_dest,
             );
             let measured = t_ns >= timing.warmup_end_ns && t_ns < timing.end_ns;
-            c.slots[(rid & c.mask) as usize] = Slot {
+            c.ring.slots[(rid & c.ring.mask) as usize] = Slot {
                 seq,
                 t_ns,
                 deadline_ns: deadline_base,
@@ -410,7 +411,7 @@ impl Sender {
             }
         }
         c.generated += n as u64;
-        c.inflight += n as u32;
+        c.ring.inflight += n as u32;
         self.stats.total_sent_packets += n as u64;
         self.stats.total_amount_sent += spec.amount as u128 * n as u128;
         next_due
@@ -449,9 +450,9 @@ impl Sender {
         if !c.dead {
             stats.errors.add(msg);
             c.dead = true;
-            stats.lost += c.inflight as u64;
-            c.inflight = 0;
-            for s in c.slots.iter_mut() {
+            stats.lost += c.ring.inflight as u64;
+            c.ring.inflight = 0;
+            for s in c.ring.slots.iter_mut() {
                 s.state = FREE;
             }
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
@@ -460,24 +461,24 @@ impl Sender {
 
     fn check_timeouts(&mut self, i: usize, now: u64) {
         let c = &mut self.conns[i];
-        while c.head != c.next_rid {
-            let s = &mut c.slots[(c.head & c.mask) as usize];
-            if s.rid != c.head || s.state == FREE {
-                c.head = c.head.wrapping_add(1);
+        while c.ring.head != c.ring.next_rid {
+            let s = &mut c.ring.slots[(c.ring.head & c.ring.mask) as usize];
+            if s.rid != c.ring.head || s.state == FREE {
+                c.ring.head = c.ring.head.wrapping_add(1);
                 continue;
             }
             if s.state == IN_FLIGHT && now > s.deadline_ns {
                 if s.measured {
                     self.stats.timed_out += 1;
                 }
-                c.inflight -= 1;
+                c.ring.inflight -= 1;
                 if c.http {
                     // Its reply (if any) still comes in order; keep the place.
                     s.state = ABANDONED;
                     break;
                 }
                 s.state = FREE;
-                c.head = c.head.wrapping_add(1);
+                c.ring.head = c.ring.head.wrapping_add(1);
                 continue;
             }
             break;
@@ -485,243 +486,260 @@ impl Sender {
     }
 
     fn read(&mut self, i: usize, clock: &Clock) {
+        let Sender {
+            conns, stats, spec, ..
+        } = self;
+        let c = &mut conns[i];
         loop {
-            let c = &mut self.conns[i];
             if c.dead {
                 return;
             }
-            match c.stream.read(&mut self.scratch) {
+            match c.rb.read_from(&mut c.stream) {
                 Ok(0) => {
                     let msg = format!("{}: connection closed by peer", c.name);
-                    Self::kill(c, &mut self.stats, msg);
+                    Self::kill(c, stats, msg);
                     return;
                 }
-                Ok(n) => {
-                    c.rbuf.extend_from_slice(&self.scratch[..n]);
+                Ok(_) => {
                     let now = clock.now_ns();
-                    self.process(i, now);
-                    if n < self.scratch.len() {
-                        // Edge-triggered: one more read to see WouldBlock.
-                        continue;
+                    if c.http {
+                        process_http(c, stats, &spec.secret, now);
+                    } else {
+                        process_btp(c, stats, &spec.secret, now);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let msg = format!("{}: {}", c.name, link::io_cause(&e));
-                    Self::kill(c, &mut self.stats, msg);
+                    Self::kill(c, stats, msg);
                     return;
                 }
             }
         }
     }
+}
 
-    fn process(&mut self, i: usize, now: u64) {
-        if self.conns[i].http {
-            self.process_http(i, now)
-        } else {
-            self.process_btp(i, now)
+fn process_btp(c: &mut SendConn, stats: &mut SenderStats, secret: &Secret, now: u64) {
+    loop {
+        if c.dead {
+            return;
         }
-    }
-
-    fn process_btp(&mut self, i: usize, now: u64) {
-        loop {
-            let c = &mut self.conns[i];
-            let msg = match c.decoder.decode(&mut c.rbuf) {
-                Ok(Some(m)) => m,
-                Ok(None) => return,
-                Err(e) => {
-                    let msg = format!("{}: malformed WebSocket frame ({e})", c.name);
-                    Self::kill(c, &mut self.stats, msg);
-                    return;
-                }
-            };
-            match msg {
-                Message::Binary(p) => {
-                    let b = match Btp::new_checked(&p[..]) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            self.stats
-                                .errors
-                                .add(format!("{}: malformed BTP packet ({e})", c.name));
-                            continue;
-                        }
-                    };
-                    let rid = b.request_id();
-                    match b.packet_type() {
-                        BtpType::Response => match b.ilp_range() {
-                            Some(r) => self.on_reply(i, Some(rid), &p[r], now),
-                            None => {
-                                self.stats.unmatched += 1;
-                            }
-                        },
-                        BtpType::Error => {
-                            let m = format!(
-                                "{}: BTP error {} {}",
-                                c.name,
-                                String::from_utf8_lossy(&b.error_code()),
-                                String::from_utf8_lossy(b.error_name())
-                            );
-                            self.on_transport_error(i, Some(rid), m);
-                        }
-                        _ => {
-                            // A request from the connector on our sending
-                            // link: refuse ILP (we only receive on the
-                            // receiving link), acknowledge anything else.
-                            let mut out = BytesMut::new();
-                            if b.ilp().is_some() {
-                                let rej = RejectBuilder {
-                                    code: ErrorCode::F02_UNREACHABLE,
-                                    triggered_by: b"",
-                                    message:
-                                        b"ilp-loadgen: packets are received on the receiving link",
-                                    data: b"",
-                                }
-                                .build();
-                                btp::write_ilp_response(&mut out, rid, &rej);
-                            } else {
-                                btp::write_empty_response(&mut out, rid);
-                            }
-                            ws::write_frame(&mut c.wbuf, Opcode::Binary, &out, Some(CLIENT_MASK));
-                        }
-                    }
-                }
-                Message::Ping(p) => {
-                    ws::write_frame(&mut c.wbuf, Opcode::Pong, &p, Some(CLIENT_MASK));
-                }
-                Message::Close(code, _) => {
-                    let msg = format!(
-                        "{}: connection closed by peer (WebSocket close {})",
-                        c.name,
-                        code.map_or("without code".to_string(), |c| c.to_string())
-                    );
-                    Self::kill(c, &mut self.stats, msg);
-                    return;
-                }
-                Message::Text(_) | Message::Pong(_) => {}
-            }
-        }
-    }
-
-    fn process_http(&mut self, i: usize, now: u64) {
-        loop {
-            let c = &mut self.conns[i];
-            let resp = match link::parse_http_response(&c.rbuf) {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(e) => {
-                    let msg = format!("{}: malformed HTTP response ({e})", c.name);
-                    Self::kill(c, &mut self.stats, msg);
-                    return;
-                }
-            };
-            let frame = c.rbuf.split_to(resp.len);
-            let body = &frame[resp.body.clone()];
-            if resp.status == 200 {
-                self.on_reply(i, None, body, now);
-            } else {
-                let cause = match resp.status {
-                    401 | 403 => "wrong or missing token".to_string(),
-                    _ => String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned(),
-                };
-                let m = format!("{}: HTTP {} ({cause})", self.conns[i].name, resp.status);
-                self.on_transport_error(i, None, m);
-            }
-            if resp.close {
-                let c = &mut self.conns[i];
-                let msg = format!(
-                    "{}: server closed the connection (Connection: close)",
-                    c.name
-                );
-                Self::kill(c, &mut self.stats, msg);
+        let frame = match c.sp.next(&mut c.rb) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                frames::settle(&mut c.rb);
                 return;
             }
-        }
-    }
-
-    /// The slot a reply belongs to: by request id (BTP) or the oldest
-    /// outstanding request (HTTP/1.1 answers in order).
-    fn take_slot(&mut self, i: usize, rid: Option<u32>) -> Option<Slot> {
-        let c = &mut self.conns[i];
-        let rid = match rid {
-            Some(r) => r,
-            None => {
-                while c.head != c.next_rid && c.slots[(c.head & c.mask) as usize].state == FREE {
-                    c.head = c.head.wrapping_add(1);
-                }
-                if c.head == c.next_rid {
-                    return None;
-                }
-                c.head
+            Err(e) => {
+                let msg = format!("{}: {e}", c.name);
+                Sender::kill(c, stats, msg);
+                return;
             }
         };
-        let s = &mut c.slots[(rid & c.mask) as usize];
-        if s.rid != rid || s.state == FREE {
-            return None;
-        }
-        let out = *s;
-        if s.state == IN_FLIGHT {
-            c.inflight -= 1;
-        }
-        s.state = FREE;
-        Some(out)
-    }
-
-    fn on_transport_error(&mut self, i: usize, rid: Option<u32>, msg: String) {
-        self.stats.errors.add(msg);
-        match self.take_slot(i, rid) {
-            Some(s) if s.state == IN_FLIGHT && s.measured => self.stats.transport_errors += 1,
-            Some(_) => {}
-            None => self.stats.unmatched += 1,
-        }
-    }
-
-    #[inline]
-    fn on_reply(&mut self, i: usize, rid: Option<u32>, ilp: &[u8], now: u64) {
-        let Some(s) = self.take_slot(i, rid) else {
-            self.stats.unmatched += 1;
-            return;
+        let (opcode, p): (Opcode, &[u8]) = match &frame {
+            Frame::InPlace { opcode, range } => (*opcode, &c.rb.data[range.clone()]),
+            Frame::Reassembled { opcode } => (*opcode, &c.sp.assembled[..]),
         };
-        if s.state == ABANDONED {
-            // Already counted as timed out.
-            self.stats.unmatched += 1;
-            return;
+        match opcode {
+            Opcode::Binary => {}
+            Opcode::Ping => {
+                ws::write_frame(&mut c.wbuf, Opcode::Pong, p, Some(CLIENT_MASK));
+                continue;
+            }
+            Opcode::Close => {
+                let code = (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
+                let msg = format!(
+                    "{}: connection closed by peer (WebSocket close {})",
+                    c.name,
+                    code.map_or("without code".to_string(), |c| c.to_string())
+                );
+                Sender::kill(c, stats, msg);
+                return;
+            }
+            _ => continue,
         }
-        match ilp.first() {
-            Some(13) => match Fulfill::new_checked(ilp) {
-                Ok(f) => {
-                    if *f.fulfillment() == self.spec.secret.fulfillment(s.seq) {
-                        self.stats.total_fulfilled_packets += 1;
-                        self.stats.total_amount_fulfilled += s.amount as u128;
-                        if s.measured {
-                            self.stats.fulfilled += 1;
-                            self.stats.record(now.saturating_sub(s.t_ns));
-                        }
-                    } else if s.measured {
-                        self.stats.wrong_fulfillment += 1;
-                    }
-                }
-                Err(e) => self.malformed(i, s, e.to_string()),
+        let b = match Btp::new_checked(p) {
+            Ok(b) => b,
+            Err(e) => {
+                stats
+                    .errors
+                    .add(format!("{}: malformed BTP packet ({e})", c.name));
+                continue;
+            }
+        };
+        let rid = b.request_id();
+        match b.packet_type() {
+            BtpType::Response => match b.ilp_range() {
+                Some(r) => on_reply(&mut c.ring, &c.name, stats, secret, Some(rid), &p[r], now),
+                None => stats.unmatched += 1,
             },
-            Some(14) => match Reject::new_checked(ilp) {
-                Ok(r) => {
-                    if s.measured {
-                        self.stats.rejected.add(*r.code().as_bytes(), 1);
+            BtpType::Error => {
+                let m = format!(
+                    "{}: BTP error {} {}",
+                    c.name,
+                    String::from_utf8_lossy(&b.error_code()),
+                    String::from_utf8_lossy(b.error_name())
+                );
+                on_transport_error(&mut c.ring, stats, Some(rid), m);
+            }
+            _ => {
+                // A request from the connector on our sending link: refuse
+                // ILP (we only receive on the receiving link), acknowledge
+                // anything else.
+                let mut out = BytesMut::new();
+                if b.ilp().is_some() {
+                    let rej = RejectBuilder {
+                        code: ErrorCode::F02_UNREACHABLE,
+                        triggered_by: b"",
+                        message: b"ilp-loadgen: packets are received on the receiving link",
+                        data: b"",
                     }
+                    .build();
+                    btp::write_ilp_response(&mut out, rid, &rej);
+                } else {
+                    btp::write_empty_response(&mut out, rid);
                 }
-                Err(e) => self.malformed(i, s, e.to_string()),
-            },
-            _ => self.malformed(i, s, "not a Fulfill or Reject".into()),
+                ws::write_frame(&mut c.wbuf, Opcode::Binary, &out, Some(CLIENT_MASK));
+            }
         }
     }
+}
 
-    fn malformed(&mut self, i: usize, s: Slot, why: String) {
-        if s.measured {
-            self.stats.transport_errors += 1;
+fn process_http(c: &mut SendConn, stats: &mut SenderStats, secret: &Secret, now: u64) {
+    loop {
+        if c.dead {
+            return;
         }
-        let name = &self.conns[i].name;
-        self.stats
+        let resp = match link::parse_http_response(c.rb.pending()) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let need = c.rb.pending().len() * 2;
+                if c.rb.data.len() < need {
+                    c.rb.data.resize(need, 0);
+                }
+                return;
+            }
+            Err(e) => {
+                let msg = format!("{}: malformed HTTP response ({e})", c.name);
+                Sender::kill(c, stats, msg);
+                return;
+            }
+        };
+        let pending = &c.rb.data[c.rb.start..c.rb.end];
+        let body = &pending[resp.body.clone()];
+        if resp.status == 200 {
+            on_reply(&mut c.ring, &c.name, stats, secret, None, body, now);
+        } else {
+            let cause = match resp.status {
+                401 | 403 => "wrong or missing token".to_string(),
+                _ => String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned(),
+            };
+            let m = format!("{}: HTTP {} ({cause})", c.name, resp.status);
+            on_transport_error(&mut c.ring, stats, None, m);
+        }
+        c.rb.consume(resp.len);
+        if resp.close {
+            let msg = format!(
+                "{}: server closed the connection (Connection: close)",
+                c.name
+            );
+            Sender::kill(c, stats, msg);
+            return;
+        }
+    }
+}
+
+/// The slot a reply belongs to: by request id (BTP) or the oldest
+/// outstanding request (HTTP/1.1 answers in order).
+#[inline]
+fn take_slot(ring: &mut Ring, rid: Option<u32>) -> Option<Slot> {
+    let rid = match rid {
+        Some(r) => r,
+        None => {
+            while ring.head != ring.next_rid
+                && ring.slots[(ring.head & ring.mask) as usize].state == FREE
+            {
+                ring.head = ring.head.wrapping_add(1);
+            }
+            if ring.head == ring.next_rid {
+                return None;
+            }
+            ring.head
+        }
+    };
+    let s = &mut ring.slots[(rid & ring.mask) as usize];
+    if s.rid != rid || s.state == FREE {
+        return None;
+    }
+    let out = *s;
+    if s.state == IN_FLIGHT {
+        ring.inflight -= 1;
+    }
+    s.state = FREE;
+    Some(out)
+}
+
+fn on_transport_error(ring: &mut Ring, stats: &mut SenderStats, rid: Option<u32>, msg: String) {
+    stats.errors.add(msg);
+    match take_slot(ring, rid) {
+        Some(s) if s.state == IN_FLIGHT && s.measured => stats.transport_errors += 1,
+        Some(_) => {}
+        None => stats.unmatched += 1,
+    }
+}
+
+#[inline]
+fn on_reply(
+    ring: &mut Ring,
+    name: &str,
+    stats: &mut SenderStats,
+    secret: &Secret,
+    rid: Option<u32>,
+    ilp: &[u8],
+    now: u64,
+) {
+    let Some(s) = take_slot(ring, rid) else {
+        stats.unmatched += 1;
+        return;
+    };
+    if s.state == ABANDONED {
+        // Already counted as timed out.
+        stats.unmatched += 1;
+        return;
+    }
+    let malformed = |stats: &mut SenderStats, why: String| {
+        if s.measured {
+            stats.transport_errors += 1;
+        }
+        stats
             .errors
             .add(format!("{name}: malformed ILP reply ({why})"));
+    };
+    match ilp.first() {
+        Some(13) => match Fulfill::new_checked(ilp) {
+            Ok(f) => {
+                if *f.fulfillment() == secret.fulfillment(s.seq) {
+                    stats.total_fulfilled_packets += 1;
+                    stats.total_amount_fulfilled += s.amount as u128;
+                    if s.measured {
+                        stats.fulfilled += 1;
+                        stats.record(now.saturating_sub(s.t_ns));
+                    }
+                } else if s.measured {
+                    stats.wrong_fulfillment += 1;
+                }
+            }
+            Err(e) => malformed(stats, e.to_string()),
+        },
+        Some(14) => match Reject::new_checked(ilp) {
+            Ok(r) => {
+                if s.measured {
+                    stats.rejected.add(*r.code().as_bytes(), 1);
+                }
+            }
+            Err(e) => malformed(stats, e.to_string()),
+        },
+        _ => malformed(stats, "not a Fulfill or Reject".into()),
     }
 }
