@@ -24,20 +24,27 @@ const fn days_from_civil(y: u32, m: u32, d: u32) -> u64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Year, month, day of `days` since 1970-01-01 (Hinnant's
-/// `civil_from_days`, unsigned form).
+/// Year, month, day of `days` since 1970-01-01, for years 1970..=9999
+/// (C. Neri and L. Schneider, "Euclidean affine functions and their
+/// application to calendar algorithms", 2022: no division by a non-constant,
+/// few multiplications, which is what keeps the in-place expiry patch cheap).
 #[inline]
 const fn civil_from_days(days: u64) -> (u32, u32, u32) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = (yoe + era * 400) as u32 + (m <= 2) as u32;
-    (y, m, d)
+    // Days since 0000-03-01; fits u32 for years ≤ 9999.
+    let n = (days + 719_468) as u32;
+    let n1 = 4 * n + 3;
+    let c = n1 / 146_097;
+    let nc = n1 % 146_097 / 4;
+    let n2 = 4 * nc + 3;
+    let p2 = 2_939_745u64 * n2 as u64;
+    let z = (p2 >> 32) as u32;
+    let ny = (p2 as u32) / 2_939_745 / 4;
+    let y = 100 * c + z;
+    let n3 = 2141 * ny + 197_913;
+    let m = n3 >> 16;
+    let d = (n3 & 0xffff) / 2141;
+    let j = ny >= 306;
+    (y + j as u32, if j { m - 12 } else { m }, d + 1)
 }
 
 // `is_multiple_of` needs Rust 1.87; the workspace targets 1.80.
@@ -90,24 +97,49 @@ fn ms_to_civil(ms: u64) -> [u32; 7] {
     let rem = (ms - days * MS_PER_DAY) as u32;
     let (y, m, d) = civil_from_days(days);
     let secs = rem / 1000;
-    [y, m, d, secs / 3600, secs / 60 % 60, secs % 60, rem % 1000]
+    let h = secs / 3600;
+    let in_hour = secs - h * 3600;
+    let mi = in_hour / 60;
+    [y, m, d, h, mi, in_hour - mi * 60, rem - secs * 1000]
+}
+
+/// `"00"`..`"99"`, so each field is one table load instead of a divide.
+static PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn pair(v: u32) -> [u8; 2] {
+    PAIRS[(v % 100) as usize]
 }
 
 /// Writes the civil fields as `YYYYMMDDHHmmSSfff` into `out[0..17]`.
 #[inline]
 fn put_digits(out: &mut [u8; 17], f: [u32; 7]) {
     let [y, mo, d, h, mi, s, ms] = f;
-    out[0] = b'0' + (y / 1000) as u8;
-    out[1] = b'0' + (y / 100 % 10) as u8;
-    out[2] = b'0' + (y / 10 % 10) as u8;
-    out[3] = b'0' + (y % 10) as u8;
-    for (i, v) in [mo, d, h, mi, s].into_iter().enumerate() {
-        out[4 + 2 * i] = b'0' + (v / 10) as u8;
-        out[5 + 2 * i] = b'0' + (v % 10) as u8;
+    let parts = [
+        pair(y / 100),
+        pair(y),
+        pair(mo),
+        pair(d),
+        pair(h),
+        pair(mi),
+        pair(s),
+    ];
+    for (i, p) in parts.iter().enumerate() {
+        out[2 * i] = p[0];
+        out[2 * i + 1] = p[1];
     }
-    out[14] = b'0' + (ms / 100) as u8;
-    out[15] = b'0' + (ms / 10 % 10) as u8;
-    out[16] = b'0' + (ms % 10) as u8;
+    out[14] = b'0' + (ms / 100 % 10) as u8;
+    let lo = pair(ms);
+    out[15] = lo[0];
+    out[16] = lo[1];
 }
 
 /// Converts the first `N` bytes of ASCII digits to their values, or fails
