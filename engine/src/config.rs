@@ -528,6 +528,27 @@ mod tests {
         assert_eq!(bad_spread.key, "rates.spread");
     }
 
+    /// Every commented example in engine/examples/ loads and validates.
+    #[test]
+    fn example_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let c = Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                c.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 2,
+            "expected the example configs in {}",
+            dir.display()
+        );
+    }
+
     #[test]
     fn decimals_are_exact() {
         assert_eq!(Decimal::parse("1.08"), Ok(Decimal { num: 108, den: 100 }));

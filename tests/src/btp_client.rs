@@ -65,6 +65,8 @@ impl BtpClient {
     pub fn connect_tcp(addr: SocketAddr) -> io::Result<BtpClient> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_nodelay(true)?;
+        // A write that blocks this long fails instead of hanging the test.
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         Ok(BtpClient {
             stream,
             buf: Vec::new(),
@@ -323,6 +325,147 @@ impl BtpClient {
     }
 }
 
+// ---------------------------------------------------------------------------
+// ILP packets and metrics, for the engine tests.
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An ILP Prepare (built with the codec).
+pub fn prepare(
+    amount: u64,
+    expires_unix_ms: u64,
+    condition: &[u8; 32],
+    destination: &str,
+    data: &[u8],
+) -> Vec<u8> {
+    ilpd_codec::PrepareBuilder {
+        amount,
+        expires_at: ilpd_codec::Expiry(expires_unix_ms),
+        execution_condition: condition,
+        destination: destination.as_bytes(),
+        data,
+    }
+    .build()
+    .to_vec()
+}
+
+/// An ILP Fulfill.
+pub fn fulfill(fulfillment: &[u8; 32], data: &[u8]) -> Vec<u8> {
+    ilpd_codec::FulfillBuilder { fulfillment, data }
+        .build()
+        .to_vec()
+}
+
+/// An ILP Reject.
+pub fn reject(code: &str, triggered_by: &str, message: &str) -> Vec<u8> {
+    let mut c = [0u8; 3];
+    c.copy_from_slice(&code.as_bytes()[..3]);
+    ilpd_codec::RejectBuilder {
+        code: ilpd_codec::ErrorCode::from_bytes(c)
+            .unwrap_or(ilpd_codec::ErrorCode::F00_BAD_REQUEST),
+        triggered_by: triggered_by.as_bytes(),
+        message: message.as_bytes(),
+        data: b"",
+    }
+    .build()
+    .to_vec()
+}
+
+/// An ILP reply as the tests look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Fulfill {
+        fulfillment: [u8; 32],
+    },
+    Reject {
+        code: String,
+        triggered_by: String,
+        message: String,
+    },
+    Prepare {
+        amount: u64,
+        destination: String,
+        expires_ms: u64,
+        condition: [u8; 32],
+    },
+}
+
+/// Decodes an ILP packet; panics (test-facing) if it is malformed.
+pub fn parse_ilp(b: &[u8]) -> Reply {
+    use ilpd_codec::Packet;
+    match Packet::new_checked(b) {
+        Ok(Packet::Fulfill(f)) => Reply::Fulfill {
+            fulfillment: *f.fulfillment(),
+        },
+        Ok(Packet::Reject(r)) => Reply::Reject {
+            code: String::from_utf8_lossy(r.code().as_bytes()).into(),
+            triggered_by: String::from_utf8_lossy(r.triggered_by()).into(),
+            message: String::from_utf8_lossy(r.message()).into(),
+        },
+        Ok(Packet::Prepare(p)) => Reply::Prepare {
+            amount: p.amount(),
+            destination: String::from_utf8_lossy(p.destination()).into(),
+            expires_ms: p.expires_at().0,
+            condition: *p.execution_condition(),
+        },
+        Err(e) => panic!("malformed ILP packet from ilpd: {e} ({b:02x?})"),
+    }
+}
+
+/// `GET path` over HTTP/1.1; returns status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of the sample `name{labels}` (labels exactly as rendered,
+/// e.g. `account="alice"`; empty for none) in Prometheus text.
+pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(key.as_str())
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Scrapes `/metrics` and reads one sample.
+pub fn scrape(addr: SocketAddr, name: &str, labels: &str) -> Option<f64> {
+    let (status, body) = http_get(addr, "/metrics").ok()?;
+    if status != 200 {
+        return None;
+    }
+    metric(&body, name, labels)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +497,54 @@ mod tests {
         assert_eq!(f.payload, vec![7u8; 200]);
         server.join().unwrap();
         assert!(c.closed_within(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn metric_lines_are_found_exactly() {
+        let text = "# HELP x y\nilpd_account_balance{account=\"alice\"} -12\nilpd_account_balance{account=\"al\"} 3\nup 1\n";
+        assert_eq!(
+            metric(text, "ilpd_account_balance", "account=\"alice\""),
+            Some(-12.0)
+        );
+        assert_eq!(
+            metric(text, "ilpd_account_balance", "account=\"al\""),
+            Some(3.0)
+        );
+        assert_eq!(metric(text, "up", ""), Some(1.0));
+        assert_eq!(
+            metric(text, "ilpd_account_balance", "account=\"bob\""),
+            None
+        );
+    }
+
+    #[test]
+    fn packets_round_trip() {
+        let p = prepare(5, 1_700_000_000_123, &[3; 32], "test.a.b", b"hi");
+        assert_eq!(
+            parse_ilp(&p),
+            Reply::Prepare {
+                amount: 5,
+                destination: "test.a.b".into(),
+                expires_ms: 1_700_000_000_123,
+                condition: [3; 32]
+            }
+        );
+        assert_eq!(
+            parse_ilp(&fulfill(&[9; 32], b"")),
+            Reply::Fulfill {
+                fulfillment: [9; 32]
+            }
+        );
+        match parse_ilp(&reject("T04", "test.x", "no")) {
+            Reply::Reject {
+                code,
+                triggered_by,
+                message,
+            } => assert_eq!(
+                (code.as_str(), triggered_by.as_str(), message.as_str()),
+                ("T04", "test.x", "no")
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -147,6 +147,8 @@ pub struct Conn {
     pub in_dirty: bool,
     /// The peer closed its side: process what is buffered, then close.
     pub eof: bool,
+    /// Since when (unix ms) the output buffer has stayed over the limit.
+    pub over_limit_since: Option<u64>,
 }
 
 impl Conn {
@@ -172,6 +174,7 @@ impl Conn {
             in_ready: false,
             in_dirty: false,
             eof: false,
+            over_limit_since: None,
         }
     }
 

@@ -45,13 +45,11 @@ pub struct WorkerMetrics {
     pub handoff_refused: AtomicU64,
     pub replies_dropped: AtomicU64,
     pub loop_turns: AtomicU64,
-    pub messages: AtomicU64,
 }
 
 /// State the IO layer shares between workers (the core's is [`Shared`]).
 pub struct IoShared {
     pub workers: usize,
-    accounts: usize,
     /// Authenticated connections per (account, worker): where a Forward
     /// can leave.
     conn_counts: Vec<AtomicU32>,
@@ -68,7 +66,6 @@ impl IoShared {
     pub fn new(workers: usize, accounts: usize) -> IoShared {
         IoShared {
             workers,
-            accounts,
             conn_counts: (0..workers * accounts.max(1))
                 .map(|_| AtomicU32::new(0))
                 .collect(),
@@ -162,37 +159,15 @@ impl IoShared {
             "Replies whose connection had closed before they could be written.",
             sum(&|m| m.replies_dropped.load(Ordering::Relaxed)),
         );
-        for (name, help, f) in [
-            (
-                "ilpd_io_loop_turns_total",
-                "Event-loop turns.",
-                &(|m: &WorkerMetrics| m.loop_turns.load(Ordering::Relaxed))
-                    as &dyn Fn(&WorkerMetrics) -> u64,
-            ),
-            (
-                "ilpd_io_messages_total",
-                "WebSocket messages handled.",
-                &|m: &WorkerMetrics| m.messages.load(Ordering::Relaxed),
-            ),
-        ] {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (w, m) in self.metrics.iter().enumerate() {
-                let _ = writeln!(s, "{name}{{worker=\"{w}\"}} {}", f(m));
-            }
-        }
-        let _ = writeln!(
-            s,
-            "# HELP ilpd_io_in_flight Forwarded Prepares awaiting an answer, per worker."
-        );
-        let _ = writeln!(s, "# TYPE ilpd_io_in_flight gauge");
-        for (w, n) in self.in_flight.iter().enumerate() {
+        let name = "ilpd_io_loop_turns_total";
+        let _ = writeln!(s, "# HELP {name} Event-loop turns, busy or idle (the core counts busy ones).\n# TYPE {name} counter");
+        for (w, m) in self.metrics.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "ilpd_io_in_flight{{worker=\"{w}\"}} {}",
-                n.load(Ordering::Relaxed)
+                "{name}{{worker=\"{w}\"}} {}",
+                m.loop_turns.load(Ordering::Relaxed)
             );
         }
-        let _ = self.accounts;
         s
     }
 }

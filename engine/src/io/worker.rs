@@ -34,6 +34,10 @@ pub const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 
+/// A connection whose output stays over `write_buffer_limit` this long is
+/// closed as a slow reader: while it is over, its worker reads nothing, so
+/// one stuck peer must not stall the others for longer than this.
+const SLOW_READER_MS: u64 = 5_000;
 /// How often handshake deadlines are checked.
 const HANDSHAKE_SCAN_MS: u64 = 100;
 /// Longest poll wait when nothing is scheduled (also bounds how late a
@@ -270,7 +274,12 @@ impl Worker {
         if (!self.ready.is_empty() && !self.paused) || !self.outbox.is_empty() {
             return Duration::ZERO;
         }
-        let mut at = now.unix_ms + if self.draining { 20 } else { IDLE_POLL_MS };
+        let mut at = now.unix_ms
+            + if self.draining || self.paused {
+                20
+            } else {
+                IDLE_POLL_MS
+            };
         if let Some(d) = self.core.next_deadline() {
             at = at.min(d);
         }
@@ -300,7 +309,6 @@ impl Worker {
         }
         m.loop_turns.fetch_add(1, Ordering::Relaxed);
         if s.messages > 0 {
-            m.messages.fetch_add(s.messages as u64, Ordering::Relaxed);
             self.shared.record_loop(self.id, s.messages);
         }
         self.io.in_flight[self.id].store(self.core.in_flight(), Ordering::Release);
@@ -429,9 +437,10 @@ impl Worker {
 
     /// Writes every connection's output once. Past `write_buffer_limit` on
     /// any connection the worker stops reading (so peers feeding it slow
-    /// down) until all are below half; past twice the limit the connection
-    /// is closed as a slow reader: a peer that stops reading cannot grow our
-    /// memory without bound.
+    /// down) until all are below half; past twice the limit, or over the
+    /// limit for [`SLOW_READER_MS`], the connection is closed as a slow
+    /// reader: a peer that stops reading cannot grow our memory without
+    /// bound nor stall the worker.
     fn flush_dirty(&mut self, now: Now) {
         let limit = self.knobs.write_buffer_limit;
         let mut max_left = 0usize;
@@ -453,9 +462,17 @@ impl Worker {
                     continue;
                 }
             }
+            if c.wbuf.len() <= limit {
+                c.over_limit_since = None;
+            } else if c.over_limit_since.is_none() {
+                c.over_limit_since = Some(now.unix_ms);
+            }
+            let stalled = c
+                .over_limit_since
+                .is_some_and(|t| now.unix_ms.saturating_sub(t) >= SLOW_READER_MS);
             if c.wbuf.is_empty() {
                 c.in_dirty = false;
-            } else if c.wbuf.len() > 2 * limit {
+            } else if c.wbuf.len() > 2 * limit || stalled {
                 c.in_dirty = false;
                 slow.push(slot);
             } else {
