@@ -39,6 +39,13 @@ fn digest(m: &[u8; 32]) -> [u8; 32] {
 
 /// Every forced verifier the CPU supports, plus `auto`. Prints which ran.
 fn verifiers() -> Vec<BatchVerifier> {
+    let v = quiet_verifiers();
+    let names: Vec<_> = v.iter().map(|v| v.impl_name()).collect();
+    eprintln!("sha256_batch: running {names:?}");
+    v
+}
+
+fn quiet_verifiers() -> Vec<BatchVerifier> {
     let mut v = vec![BatchVerifier::auto()];
     for i in Impl::ALL {
         if i.is_supported() {
@@ -196,7 +203,7 @@ proptest! {
             })
             .collect();
         let want: Vec<bool> = f.iter().zip(&c).map(|(f, c)| digest(f) == *c).collect();
-        for v in verifiers() {
+        for v in quiet_verifiers() {
             let mut out = vec![false; f.len()];
             v.verify(&f, &c, &mut out);
             prop_assert_eq!(&out, &want, "{}", v.impl_name());

@@ -32,6 +32,7 @@ mod simd;
 pub const ENV_VAR: &str = "ILPD_SHA256_IMPL";
 
 /// SHA-256 round constants (FIPS 180-4 §4.2.2).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -50,6 +51,7 @@ pub(crate) const IV: [u32; 8] = [
 
 /// Message words 8..15 of a 32-byte message: the padding `0x80`, zeros, and
 /// the bit length 256 (FIPS 180-4 §5.1.1). Index `i` holds word `8 + i`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const PAD_W: [u32; 8] = [0x8000_0000, 0, 0, 0, 0, 0, 0, 256];
 
 /// The second half of the padded block, as bytes.
@@ -61,6 +63,7 @@ const PAD_BYTES: [u8; 32] = {
 };
 
 /// `W_t` for `8 <= t < 16` if constant, i.e. `Some(PAD_W[t - 8])`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) const fn const_word(t: usize) -> Option<u32> {
     if t >= 8 && t < 16 {
@@ -70,12 +73,26 @@ pub(crate) const fn const_word(t: usize) -> Option<u32> {
     }
 }
 
+/// Σ0 (FIPS 180-4 §4.1.2, 4.4).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const fn big_sigma0(x: u32) -> u32 {
+    x.rotate_right(2) ^ x.rotate_right(13) ^ x.rotate_right(22)
+}
+
+/// Σ1 (FIPS 180-4 §4.1.2, 4.5).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const fn big_sigma1(x: u32) -> u32 {
+    x.rotate_right(6) ^ x.rotate_right(11) ^ x.rotate_right(25)
+}
+
 /// σ0 (FIPS 180-4 §4.1.2, 4.6).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const fn small_sigma0(x: u32) -> u32 {
     x.rotate_right(7) ^ x.rotate_right(18) ^ (x >> 3)
 }
 
 /// σ1 (FIPS 180-4 §4.1.2, 4.7).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const fn small_sigma1(x: u32) -> u32 {
     x.rotate_right(17) ^ x.rotate_right(19) ^ (x >> 10)
 }

@@ -15,7 +15,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{const_word, small_sigma0, small_sigma1, IV, K, PAD_W};
+use super::{big_sigma0, big_sigma1, const_word, small_sigma0, small_sigma1, IV, K, PAD_W};
 
 /// Proof that the CPU has SHA-NI (with SSE2, SSSE3 and SSE4.1).
 #[derive(Clone, Copy, Debug)]
@@ -471,7 +471,18 @@ macro_rules! multibuffer {
                 set1(IV[6]),
                 set1(IV[7]),
             ];
-            let mut s = iv;
+            // Round 0 works on the constant IV: only W0 varies, so
+            // T1 = W0 + c1 and T2 = c2 with c1, c2 computed at compile time.
+            let mut s = [
+                add(w[0], set1(ROUND0_T1.wrapping_add(ROUND0_T2))),
+                iv[0],
+                iv[1],
+                iv[2],
+                add(w[0], set1(IV[3].wrapping_add(ROUND0_T1))),
+                iv[4],
+                iv[5],
+                iv[6],
+            ];
             all_rounds!(step, s, w);
             let mut out = s;
             for i in 0..8 {
@@ -482,12 +493,21 @@ macro_rules! multibuffer {
     };
 }
 
-/// Calls `step(&mut s, &mut w, t)` for t = 0..64 with a literal `t`, so each
+/// Round 0's `T1 - W0` on the IV (FIPS 180-4 §6.2.2 step 3).
+const ROUND0_T1: u32 = IV[7]
+    .wrapping_add(big_sigma1(IV[4]))
+    .wrapping_add((IV[4] & IV[5]) ^ (!IV[4] & IV[6]))
+    .wrapping_add(K[0]);
+/// Round 0's `T2` on the IV.
+const ROUND0_T2: u32 =
+    big_sigma0(IV[0]).wrapping_add((IV[0] & IV[1]) ^ (IV[0] & IV[2]) ^ (IV[1] & IV[2]));
+
+/// Calls `step(&mut s, &mut w, t)` for t = 1..64 with a literal `t`, so each
 /// call is specialised (constant words folded) when inlined.
 macro_rules! all_rounds {
     ($step:ident, $s:ident, $w:ident) => {
         all_rounds!(@ $step, $s, $w;
-            0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15
+            1 2 3 4 5 6 7 8 9 10 11 12 13 14 15
             16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
             32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47
             48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63)
