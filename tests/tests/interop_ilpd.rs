@@ -28,17 +28,8 @@ impl Node {
     /// on both accounts, so the rate is exactly 1 (spread defaults to 0):
     /// what alice sends is what bob gets.
     fn start() -> Node {
-        let port = free_port();
-        let config = format!(
+        Node::start_with(
             r#"
-[node]
-address = "{ILPD_ADDRESS}"
-threads = 2
-pin_cores = false
-listen = "127.0.0.1:{port}"
-shutdown_grace_ms = 500
-log_level = "info"
-
 [[accounts]]
 id = "alice"
 relation = "child"
@@ -54,7 +45,23 @@ asset_code = "USD"
 asset_scale = 9
 incoming_token = "bob-token"
 min_balance = -1000000000000
-"#
+"#,
+        )
+    }
+
+    /// `[node]` on a free port, followed by `rest` (accounts, rates).
+    fn start_with(rest: &str) -> Node {
+        let port = free_port();
+        let config = format!(
+            r#"
+[node]
+address = "{ILPD_ADDRESS}"
+threads = 2
+pin_cores = false
+listen = "127.0.0.1:{port}"
+shutdown_grace_ms = 500
+log_level = "info"
+{rest}"#
         );
         let listen: SocketAddr = ([127, 0, 0, 1], port).into();
         let proc = ilpd::start(&config, listen, "ilpd");
@@ -65,6 +72,44 @@ min_balance = -1000000000000
     fn btp(&self, id: &str) -> String {
         js::btp_url(id, &format!("{id}-token"), self.port)
     }
+}
+
+/// Sends `amount` from alice with STREAM to a fresh receiver at `to`;
+/// asserts the sender sent exactly `amount` and the receiver counted what
+/// the sender says was delivered. Returns that delivered amount.
+fn stream_from_alice(node: &Node, to: &str, amount: u64) -> u64 {
+    let mut rx = StreamReceiver::start(&node.btp(to), "stream-receiver");
+    assert!(
+        rx.address.starts_with(&format!("{ILPD_ADDRESS}.{to}.")),
+        "receiver address {}",
+        rx.address
+    );
+    let amount_s = amount.to_string();
+    let sent = js::run_ok(
+        "stream-sender.js",
+        &[
+            "--btp",
+            &node.btp("alice"),
+            "--address",
+            &rx.address,
+            "--secret",
+            &rx.secret,
+            "--amount",
+            &amount_s,
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(sent["sent"], amount_s.as_str(), "sender output {sent}");
+    assert_eq!(sent["sourceAccount"], "test.ilpd.alice", "{sent}");
+    let delivered = sent["delivered"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        rx.finish(),
+        delivered,
+        "receiver total vs sender's delivered"
+    );
+    delivered
+        .parse()
+        .unwrap_or_else(|_| panic!("delivered {delivered:?}"))
 }
 
 /// peer.balance as seen by account `id`, as a signed integer.
@@ -112,35 +157,14 @@ fn stream_payment_through_ilpd_then_peer_balance() {
     let node = Node::start();
     assert_eq!(peer_balance(&node, "alice"), 0, "fresh account");
 
-    let mut rx = StreamReceiver::start(&node.btp("bob"), "stream-receiver");
-    // The STREAM server's address came from ilpd over IL-DCP.
-    assert!(
-        rx.address.starts_with("test.ilpd.bob."),
-        "receiver address {}",
-        rx.address
-    );
-
+    // The receiver's address comes from ilpd over IL-DCP; same asset and
+    // scale and no spread, so exactly the amount sent arrives, as counted by
+    // the sender and, independently, by the receiving STREAM server.
     let amount: i64 = 2_500_000;
-    let amount_s = amount.to_string();
-    let sent = js::run_ok(
-        "stream-sender.js",
-        &[
-            "--btp",
-            &node.btp("alice"),
-            "--address",
-            &rx.address,
-            "--secret",
-            &rx.secret,
-            "--amount",
-            &amount_s,
-        ],
-        Duration::from_secs(90),
+    assert_eq!(
+        stream_from_alice(&node, "bob", amount as u64),
+        amount as u64
     );
-    assert_eq!(sent["sent"], amount_s.as_str(), "sender output {sent}");
-    assert_eq!(sent["delivered"], amount_s.as_str(), "sender output {sent}");
-    assert_eq!(sent["sourceAccount"], "test.ilpd.alice", "{sent}");
-    // What the receiving STREAM server counted, independently.
-    assert_eq!(rx.finish(), amount_s);
 
     // Balance sign (DESIGN.md, "Protocol decisions"): ilpd keeps each peer's
     // balance as what that peer owes ilpd (positive = in ilpd's favour), and
@@ -192,4 +216,84 @@ fn wrong_btp_token_is_refused() {
     );
     assert_eq!(status.code(), Some(1), "{v}");
     assert!(v.get("clientAddress").is_none(), "{v}");
+}
+
+/// Exchange rates and asset scales through ilpd, seen by a real STREAM
+/// receiver. alice pays in USD at scale 9; bob is USD at scale 6, carol EUR
+/// at scale 6; prices USD 1, EUR 1.25; spread 1%. DESIGN.md: exact rational
+/// arithmetic, rounded down. No max_packet_amount is configured, so STREAM
+/// sends each payment as one money packet and the expected amounts are one
+/// rounding of the whole amount:
+///   bob:   floor(5_000_123 * 0.99 / 1000)            = floor(4950.12) = 4950
+///   carol: floor(5_000_123 * (1 / 1.25) * 0.99 / 1000) = floor(3960.09) = 3960
+/// (computed below in integers, not copied from ilpd's output).
+#[test]
+fn stream_across_scales_and_currencies_is_rounded_down() {
+    require_node();
+    let node = Node::start_with(
+        r#"
+[[accounts]]
+id = "alice"
+relation = "child"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "alice-token"
+
+[[accounts]]
+id = "bob"
+relation = "child"
+asset_code = "USD"
+asset_scale = 6
+incoming_token = "bob-token"
+
+[[accounts]]
+id = "carol"
+relation = "child"
+asset_code = "EUR"
+asset_scale = 6
+incoming_token = "carol-token"
+
+[rates]
+spread = "0.01"
+[rates.prices]
+USD = "1"
+EUR = "1.25"
+"#,
+    );
+    let amount: u64 = 5_000_123;
+    // (1 - spread) = 99/100; scale 9 -> 6 = 1/1000; USD -> EUR = 1/1.25 = 4/5.
+    let to_bob = amount * 99 / (100 * 1000);
+    let to_carol = amount * 4 * 99 / (5 * 100 * 1000);
+    assert_eq!(stream_from_alice(&node, "bob", amount), to_bob);
+    assert_eq!(stream_from_alice(&node, "carol", amount), to_carol);
+
+    // Balances in each account's own units, from its point of view (see
+    // stream_payment_through_ilpd_then_peer_balance for the sign).
+    assert_eq!(peer_balance(&node, "alice"), -2 * amount as i64);
+    assert_eq!(peer_balance(&node, "bob"), to_bob as i64);
+    assert_eq!(peer_balance(&node, "carol"), to_carol as i64);
+}
+
+/// Replies ilpd makes itself parse in ilp-packet 3.1.3: a Prepare to an
+/// address with no route gets F02 with ilpd's address as triggeredBy.
+#[test]
+fn unroutable_destination_gets_f02_from_ilpd() {
+    require_node();
+    let node = Node::start();
+    let (status, v, p) = js::run(
+        "ping.js",
+        &[
+            "--btp",
+            &node.btp("alice"),
+            "--destination",
+            "test.nowhere.x",
+        ],
+        T,
+    );
+    if status.code() != Some(2) {
+        p.dump();
+    }
+    assert_eq!(status.code(), Some(2), "{v}");
+    assert_eq!(v["reject"]["code"], "F02", "{v}");
+    assert_eq!(v["reject"]["triggeredBy"], ILPD_ADDRESS, "{v}");
 }
