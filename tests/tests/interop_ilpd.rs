@@ -297,3 +297,61 @@ fn unroutable_destination_gets_f02_from_ilpd() {
     assert_eq!(v["reject"]["code"], "F02", "{v}");
     assert_eq!(v["reject"]["triggeredBy"], ILPD_ADDRESS, "{v}");
 }
+
+/// F08 interop: alice may send at most 100_000 per Prepare. STREAM's first
+/// money packet is bigger, so ilpd answers F08 whose data (RFC 27 §F08:
+/// received amount ‖ maximum amount, UInt64 each) ilp-protocol-stream must
+/// decode to shrink its packets. The payment still arrives exactly, in at
+/// least amount / 100_000 packets.
+#[test]
+fn stream_splits_packets_after_f08_from_ilpd() {
+    require_node();
+    let node = Node::start_with(
+        r#"
+[[accounts]]
+id = "alice"
+relation = "child"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "alice-token"
+max_packet_amount = 100000
+
+[[accounts]]
+id = "bob"
+relation = "child"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "bob-token"
+"#,
+    );
+    let max_packet: u64 = 100_000;
+    let amount: u64 = 1_234_567;
+    let mut rx = StreamReceiver::start(&node.btp("bob"), "stream-receiver");
+    let sent = js::run_ok(
+        "stream-sender.js",
+        &[
+            "--btp",
+            &node.btp("alice"),
+            "--address",
+            &rx.address,
+            "--secret",
+            &rx.secret,
+            "--amount",
+            &amount.to_string(),
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(sent["sent"], amount.to_string(), "{sent}");
+    assert_eq!(sent["delivered"], amount.to_string(), "{sent}");
+    assert_eq!(rx.finish(), amount.to_string());
+    let fin = ilpd_tests::json_lines(&rx.proc)
+        .into_iter()
+        .find(|v| v.get("final").is_some())
+        .unwrap_or_default();
+    let money_events = fin["moneyEvents"].as_u64().unwrap_or(0);
+    assert!(
+        money_events >= amount.div_ceil(max_packet),
+        "only {money_events} money packets for {amount} with max {max_packet}: {fin}"
+    );
+    assert_eq!(peer_balance(&node, "alice"), -(amount as i64));
+}
