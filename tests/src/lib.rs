@@ -134,7 +134,7 @@ pub fn node_script(name: &str) -> Command {
 /// can be read at any time and printed when the test fails), stdin is a pipe
 /// kept open until [`Proc::close_stdin`]. Dropping it stops the process
 /// (SIGTERM, then SIGKILL after [`TERM_GRACE`]); if the thread is panicking,
-/// its output is printed first.
+/// its output is printed (and its log files kept), else the logs are removed.
 pub struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -288,6 +288,10 @@ impl Drop for Proc {
         if std::thread::panicking() {
             eprintln!("[{}] exit status: {status:?}", self.label);
             self.dump();
+        } else if let Some(dir) = self.stdout_path.parent() {
+            // Passing test: its logs are not needed (failing ones are kept
+            // and their paths printed above).
+            let _ = fs::remove_dir_all(dir);
         }
     }
 }
