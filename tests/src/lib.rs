@@ -24,8 +24,10 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The cargo target folder: `CARGO_TARGET_DIR` at run time, else at build
-/// time, else `<workspace>/target`. Relative values are taken from the
-/// workspace root, as cargo does.
+/// time, else the one this test executable was built in (found from its
+/// path `<target>/debug/deps/<exe>`, which also covers `build.target-dir`
+/// in .cargo/config), else `<workspace>/target`. Relative values are taken
+/// from the workspace root, as cargo does.
 pub fn target_dir() -> PathBuf {
     let configured = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -33,8 +35,18 @@ pub fn target_dir() -> PathBuf {
     match configured {
         Some(p) if p.is_absolute() => p,
         Some(p) => workspace_root().join(p),
-        None => workspace_root().join("target"),
+        None => exe_target_dir().unwrap_or_else(|| workspace_root().join("target")),
     }
+}
+
+/// `<target>` from this executable's path `<target>/<profile>/deps/<exe>`.
+fn exe_target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let deps = exe.parent()?;
+    if deps.file_name()? != "deps" {
+        return None;
+    }
+    Some(deps.parent()?.parent()?.to_path_buf())
 }
 
 /// Path of the release binary `name` (e.g. `ilpd`, `ilp-loadgen`).
@@ -521,6 +533,18 @@ mod tests {
         assert!(!wait_for_port(addr, Duration::from_millis(100)));
         let _l = TcpListener::bind(addr).expect("rebind");
         assert!(wait_for_port(addr, Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn target_dir_holds_this_test_binary() {
+        // This unit-test executable lives in <target>/<profile>/deps.
+        let exe = std::env::current_exe().expect("current_exe");
+        assert!(
+            exe.starts_with(target_dir()),
+            "{} not under {}",
+            exe.display(),
+            target_dir().display()
+        );
     }
 
     #[test]
