@@ -370,8 +370,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         Load::Closed { .. } => 0.0,
     };
     let packets_per_conn = cfg.packets.map(|p| (p as f64 / total_conns).ceil() as u64);
+    // The ring is bigger than a closed-loop window so that one packet held
+    // (e.g. "noanswer") does not block the ring when it wraps.
     let max_in_flight = match cfg.load {
-        Load::Closed { window } => window.max(1),
+        Load::Closed { window } => window.max(1).saturating_mul(8).max(1024),
         Load::Open { .. } => cfg.max_in_flight.max(1),
     };
     let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<(usize, Result<(), String>)>();
@@ -385,6 +387,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             load: cfg.load,
             rate_per_conn,
             max_in_flight,
+            in_flight_limit: cfg.max_in_flight.max(1),
             amount: cfg.amount,
             min_dest: cfg.min_dest.unwrap_or(cfg.amount),
             data_size: cfg.data_size,
@@ -457,7 +460,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     let start_ns = clock.now_ns();
     let warmup_end_ns = start_ns + cfg.warmup.as_nanos() as u64;
     let end_ns = warmup_end_ns + cfg.duration.as_nanos() as u64;
-    let drain = cfg.drain.min(cfg.expiry + cfg.grace);
+    // Long enough for every packet to time out on its own, no longer than asked.
+    let drain = cfg
+        .drain
+        .min(cfg.expiry + cfg.grace + Duration::from_millis(500));
     let timing = Timing {
         start_ns,
         warmup_end_ns,

@@ -52,8 +52,10 @@ pub struct SenderSpec {
     pub load: Load,
     /// Packets per second on each connection (open loop).
     pub rate_per_conn: f64,
-    /// Ring size per connection (power of two >= window).
+    /// Ring size per connection (rounded up to a power of two).
     pub max_in_flight: u32,
+    /// Open loop: most packets in flight per connection.
+    pub in_flight_limit: u32,
     pub amount: u64,
     pub min_dest: u64,
     pub data_size: usize,
@@ -343,13 +345,21 @@ impl Sender {
                 // Packets k with start + k·interval <= now are due.
                 let elapsed = now.saturating_sub(timing.start_ns) as f64;
                 let due_total = (elapsed / interval_ns).floor() as u64 + 1;
-                let n = due_total.saturating_sub(c.generated);
-                let next = timing.start_ns + ((c.generated + n) as f64 * interval_ns) as u64;
-                (n, next)
+                let due = due_total.saturating_sub(c.generated);
+                let room = spec.in_flight_limit.saturating_sub(c.ring.inflight) as u64;
+                if due > room {
+                    // Held back by the in-flight limit: replies wake us.
+                    (room, u64::MAX)
+                } else {
+                    let next = timing.start_ns + ((c.generated + due) as f64 * interval_ns) as u64;
+                    (due, next)
+                }
             }
         };
         n = n.min(remaining).min(BATCH as u64);
-        // Only as many as there are free slots in order.
+        // Only as many as there are free slots in order (and never more
+        // than the ring holds, or the check would wrap onto itself).
+        n = n.min(c.ring.mask as u64 + 1);
         let mut free = 0u64;
         while free < n {
             let rid = c.ring.next_rid.wrapping_add(free as u32);
