@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use ilpd_codec::btp::Btp;
 use ilpd_codec::ilp::{Fulfill, Prepare, Reject, RejectBuilder};
 use ilpd_codec::peer::balance::{balance_fulfill, parse_balance_fulfill};
 use ilpd_codec::peer::ccp::{
@@ -545,8 +546,7 @@ fn js_vectors_json() {
                 count(check_js_ilp(&bytes, d, name));
             }
             "live_btp_message" | "live_btp_response" => {
-                // The ILP packet inside a BTP frame: decoded by the JS stack
-                // and listed, so check it sits in the frame and decode it.
+                // IL-DCP and echo over BTP: the ILP packet inside the frame.
                 for pd in d["protocolData"].as_array().expect("protocolData") {
                     if pd["protocolName"] != "ilp" || !pd["ilp"].is_object() {
                         continue;
@@ -566,10 +566,12 @@ fn js_vectors_json() {
                     if !is_peer {
                         continue;
                     }
-                    assert!(
-                        bytes.ends_with(&inner),
-                        "{name}: ILP packet is not the frame's last field"
-                    );
+                    // Decode the frame with our BTP codec; its ILP packet
+                    // must be the one the JS stack listed.
+                    let frame =
+                        Btp::new_checked(&bytes[..]).unwrap_or_else(|e| panic!("{name}: BTP {e}"));
+                    assert_eq!(frame.request_id() as u64, n(d, "requestId"));
+                    assert_eq!(frame.ilp(), Some(inner.as_slice()), "{name}");
                     let label = check_js_ilp(&inner, ilp, name);
                     count(&format!("btp {label}"));
                 }
