@@ -17,7 +17,7 @@ use ilpd_codec::sha256::BatchVerifier;
 use ilpd_codec::types::{AmountTooLarge, Expiry};
 use tracing::debug;
 
-use super::metrics::{Dropped, WorkerMetrics};
+use super::metrics::{bump, Dropped, WorkerMetrics};
 use super::pending::{Entry, NewEntry, Pending};
 use super::rates::ConvertError;
 use super::{AccountId, Action, ErrorCode, Now, OutId, ReplyTo, Shared, LOCAL};
@@ -99,8 +99,7 @@ impl Core {
             );
         }
         if let Some(c) = self.metrics().account(from.account.0) {
-            c.prepares_in
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bump(&c.prepares_in, 1);
         }
         let prepare = match Prepare::new_checked(packet) {
             Ok(p) => p,
@@ -284,8 +283,7 @@ impl Core {
         p.set_expires_at(Expiry(out_expiry));
         let m = self.metrics();
         if let Some(c) = m.account(next.0) {
-            c.prepares_out
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bump(&c.prepares_out, 1);
         }
         m.in_flight.store(
             self.pending.len() as u64,
@@ -322,12 +320,12 @@ impl Core {
                 if let Ok(f) = Fulfill::new_checked(&packet[..]) {
                     let fulfillment = *f.fulfillment();
                     if let Some(c) = self.metrics().account(from.0) {
-                        c.fulfills_in.fetch_add(1, Relaxed);
+                        bump(&c.fulfills_in, 1);
                     }
                     self.pending.remove(out_id);
                     // RFC 27 / digest §4.8: a Fulfill after our expiry is not honoured.
                     if now.unix_ms >= e.out_expiry {
-                        self.metrics().late_fulfills.fetch_add(1, Relaxed);
+                        bump(&self.metrics().late_fulfills, 1);
                         return self.fail(
                             now,
                             &e,
@@ -347,7 +345,7 @@ impl Core {
                     let code = r.code();
                     let m = self.metrics();
                     if let Some(c) = m.account(from.0) {
-                        c.rejects_in.fetch_add(1, Relaxed);
+                        bump(&c.rejects_in, 1);
                     }
                     self.pending.remove(out_id);
                     release(
@@ -372,7 +370,7 @@ impl Core {
             _ => {}
         }
         // Neither a valid Fulfill nor a valid Reject (docs/engine-core.md: F01).
-        self.metrics().invalid_replies.fetch_add(1, Relaxed);
+        bump(&self.metrics().invalid_replies, 1);
         self.pending.remove(out_id);
         self.fail(
             now,
@@ -421,7 +419,6 @@ impl Core {
     /// End of a loop turn: verify every queued Fulfill in ONE batch (ilpd_codec::sha256::BatchVerifier), settle, emit
     /// replies; F05 upstream on mismatch (the next hop is not credited).
     pub fn flush(&mut self, now: Now, out: &mut Vec<Action>) {
-        use std::sync::atomic::Ordering::Relaxed;
         let n = self.batch.len();
         if n == 0 {
             return;
@@ -431,8 +428,8 @@ impl Core {
         self.verifier
             .verify(&self.fulfillments, &self.conditions, &mut self.results);
         let m = self.shared.metrics.worker(self.worker);
-        m.fulfill_batches.fetch_add(1, Relaxed);
-        m.fulfill_batch_packets.fetch_add(n as u64, Relaxed);
+        bump(&m.fulfill_batches, 1);
+        bump(&m.fulfill_batch_packets, n as u64);
         let mut batch = std::mem::take(&mut self.batch);
         for ((e, packet), ok) in batch.drain(..).zip(self.results.iter().copied()) {
             if ok {
@@ -452,7 +449,7 @@ impl Core {
                 });
             } else {
                 // DESIGN: wrong fulfillment → F05 upstream, next hop not credited.
-                m.wrong_fulfillments.fetch_add(1, Relaxed);
+                bump(&m.wrong_fulfillments, 1);
                 self.fail(
                     now,
                     &e,
@@ -475,9 +472,7 @@ impl Core {
             return;
         }
         let expired = std::mem::take(&mut self.expired);
-        self.metrics()
-            .expired
-            .fetch_add(expired.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        bump(&self.metrics().expired, expired.len() as u64);
         for e in &expired {
             self.fail(
                 now,
