@@ -25,7 +25,7 @@ pub(super) struct ShaNi(());
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Avx2(());
 
-/// Proof that the CPU has AVX-512 F and BW.
+/// Proof that the CPU has AVX-512 F, BW and VL (and so AVX2).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Avx512(());
 
@@ -47,8 +47,11 @@ impl Avx2 {
 
 impl Avx512 {
     pub(super) fn detect() -> Option<Self> {
-        (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw"))
-            .then_some(Avx512(()))
+        (is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx2"))
+        .then_some(Avx512(()))
     }
 }
 
@@ -127,14 +130,11 @@ pub(super) fn avx2_verify(t: Avx2, f: &[Msg], c: &[Msg], out: &mut [bool]) {
     let _ = t;
     // SAFETY: the `Avx2` token proves the CPU has AVX2.
     let i = chunks::<8, _>(f, c, out, |f, c, o| unsafe { avx2::verify(f, c, o) });
-    let r = f.len() - i;
-    if r > 0 {
-        let (mut pf, mut pc, mut po) = ([[0u8; 32]; 8], [[0u8; 32]; 8], [false; 8]);
-        pf[..r].copy_from_slice(&f[i..]);
-        pc[..r].copy_from_slice(&c[i..]);
+    if i < f.len() {
         // SAFETY: as above.
-        unsafe { avx2::verify(&pf, &pc, &mut po) };
-        out[i..].copy_from_slice(&po[..r]);
+        padded::<8>(&f[i..], &c[i..], &mut out[i..], |f, c, o| unsafe {
+            avx2::verify(f, c, o)
+        });
     }
 }
 
@@ -142,55 +142,104 @@ pub(super) fn avx2_hash(t: Avx2, p: &[Msg], out: &mut [Msg]) {
     let _ = t;
     // SAFETY: the `Avx2` token proves the CPU has AVX2.
     let i = hash_chunks::<8>(p, out, |p, o| unsafe { avx2::hash(p, o) });
-    let r = p.len() - i;
-    if r > 0 {
-        let (mut pp, mut po) = ([[0u8; 32]; 8], [[0u8; 32]; 8]);
-        pp[..r].copy_from_slice(&p[i..]);
+    if i < p.len() {
         // SAFETY: as above.
-        unsafe { avx2::hash(&pp, &mut po) };
-        out[i..].copy_from_slice(&po[..r]);
+        padded_hash::<8>(&p[i..], &mut out[i..], |p, o| unsafe { avx2::hash(p, o) });
     }
 }
 
-/// Below this many leftover messages SHA-NI is faster than one padded
-/// 16-lane AVX-512 pass (measured: see docs/sha256.md).
-const AVX512_MIN_REMAINDER: usize = 9;
+/// How to finish the `r < 16` messages left after the 16-lane chunks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    ShaNi,
+    Ymm8,
+    Zmm16,
+}
+
+/// Next step for `r` leftover messages. Measured on the target CPU
+/// (docs/sha256.md): SHA-NI costs ~37 ns per message, one padded 8-lane VL
+/// pass ~236 ns, one padded 16-lane pass ~305 ns; this picks whichever
+/// finishes first (e.g. 9 = one 8-lane pass + one SHA-NI message).
+fn tail_plan(r: usize, sha: bool) -> Tail {
+    match r {
+        0..=6 if sha => Tail::ShaNi,
+        10.. => Tail::Zmm16,
+        9 if !sha => Tail::Zmm16,
+        _ => Tail::Ymm8,
+    }
+}
+
+/// Copies up to `N` messages (and conditions) into zero-padded arrays, runs
+/// `kernel`, and copies the used results back. Returns how many it did.
+#[inline(always)]
+fn padded<const N: usize>(
+    f: &[Msg],
+    c: &[Msg],
+    out: &mut [bool],
+    kernel: impl FnOnce(&[Msg; N], &[Msg; N], &mut [bool; N]),
+) -> usize {
+    let r = f.len().min(N);
+    let (mut pf, mut pc, mut po) = ([[0u8; 32]; N], [[0u8; 32]; N], [false; N]);
+    pf[..r].copy_from_slice(&f[..r]);
+    pc[..r].copy_from_slice(&c[..r]);
+    kernel(&pf, &pc, &mut po);
+    out[..r].copy_from_slice(&po[..r]);
+    r
+}
+
+/// `hash` counterpart of [`padded`].
+#[inline(always)]
+fn padded_hash<const N: usize>(
+    p: &[Msg],
+    out: &mut [Msg],
+    kernel: impl FnOnce(&[Msg; N], &mut [Msg; N]),
+) -> usize {
+    let r = p.len().min(N);
+    let (mut pp, mut po) = ([[0u8; 32]; N], [[0u8; 32]; N]);
+    pp[..r].copy_from_slice(&p[..r]);
+    kernel(&pp, &mut po);
+    out[..r].copy_from_slice(&po[..r]);
+    r
+}
 
 pub(super) fn avx512_verify(t: Avx512, sha: Option<ShaNi>, f: &[Msg], c: &[Msg], out: &mut [bool]) {
     let _ = t;
-    // SAFETY: the `Avx512` token proves the CPU has AVX-512 F and BW.
-    let i = chunks::<16, _>(f, c, out, |f, c, o| unsafe { avx512::verify(f, c, o) });
-    let r = f.len() - i;
-    if r == 0 {
-        return;
+    // SAFETY: the `Avx512` token proves the CPU has AVX-512 F, BW, VL and
+    // AVX2, every feature `avx512::verify` is compiled for.
+    let mut i = chunks::<16, _>(f, c, out, |f, c, o| unsafe { avx512::verify(f, c, o) });
+    while i < f.len() {
+        let (f, c, o) = (&f[i..], &c[i..], &mut out[i..]);
+        i += match (tail_plan(f.len(), sha.is_some()), sha) {
+            (Tail::ShaNi, Some(s)) => {
+                shani_verify(s, f, c, o);
+                f.len()
+            }
+            // SAFETY: as above (the token covers `avx512::verify`).
+            (Tail::Zmm16, _) => padded::<16>(f, c, o, |f, c, o| unsafe { avx512::verify(f, c, o) }),
+            // SAFETY: as above; `avx512y` needs AVX2, AVX-512 F and VL.
+            _ => padded::<8>(f, c, o, |f, c, o| unsafe { avx512y::verify(f, c, o) }),
+        };
     }
-    if let Some(s) = sha.filter(|_| r < AVX512_MIN_REMAINDER) {
-        return shani_verify(s, &f[i..], &c[i..], &mut out[i..]);
-    }
-    let (mut pf, mut pc, mut po) = ([[0u8; 32]; 16], [[0u8; 32]; 16], [false; 16]);
-    pf[..r].copy_from_slice(&f[i..]);
-    pc[..r].copy_from_slice(&c[i..]);
-    // SAFETY: as above.
-    unsafe { avx512::verify(&pf, &pc, &mut po) };
-    out[i..].copy_from_slice(&po[..r]);
 }
 
 pub(super) fn avx512_hash(t: Avx512, sha: Option<ShaNi>, p: &[Msg], out: &mut [Msg]) {
     let _ = t;
-    // SAFETY: the `Avx512` token proves the CPU has AVX-512 F and BW.
-    let i = hash_chunks::<16>(p, out, |p, o| unsafe { avx512::hash(p, o) });
-    let r = p.len() - i;
-    if r == 0 {
-        return;
+    // SAFETY: the `Avx512` token proves the CPU has AVX-512 F, BW, VL and
+    // AVX2, every feature `avx512::hash` is compiled for.
+    let mut i = hash_chunks::<16>(p, out, |p, o| unsafe { avx512::hash(p, o) });
+    while i < p.len() {
+        let (p, o) = (&p[i..], &mut out[i..]);
+        i += match (tail_plan(p.len(), sha.is_some()), sha) {
+            (Tail::ShaNi, Some(s)) => {
+                shani_hash(s, p, o);
+                p.len()
+            }
+            // SAFETY: as above.
+            (Tail::Zmm16, _) => padded_hash::<16>(p, o, |p, o| unsafe { avx512::hash(p, o) }),
+            // SAFETY: as above; `avx512y` needs AVX2, AVX-512 F and VL.
+            _ => padded_hash::<8>(p, o, |p, o| unsafe { avx512y::hash(p, o) }),
+        };
     }
-    if let Some(s) = sha.filter(|_| r < AVX512_MIN_REMAINDER) {
-        return shani_hash(s, &p[i..], &mut out[i..]);
-    }
-    let (mut pp, mut po) = ([[0u8; 32]; 16], [[0u8; 32]; 16]);
-    pp[..r].copy_from_slice(&p[i..]);
-    // SAFETY: as above.
-    unsafe { avx512::hash(&pp, &mut po) };
-    out[i..].copy_from_slice(&po[..r]);
 }
 
 /// SHA-NI with `N` independent messages interleaved: `sha256rnds2` has a
@@ -798,7 +847,7 @@ mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn bswap(x: V) -> V {
+    pub(super) fn bswap(x: V) -> V {
         let m = _mm256_setr_epi8(
             3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10,
             9, 8, 15, 14, 13, 12,
@@ -809,7 +858,7 @@ mod avx2 {
     /// 8x8 transpose of 32-bit words (an involution).
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn transpose(r: [V; 8]) -> [V; 8] {
+    pub(super) fn transpose(r: [V; 8]) -> [V; 8] {
         let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
         let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
         let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
@@ -840,7 +889,7 @@ mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn load(m: &[Msg; 8]) -> [V; 8] {
+    pub(super) fn load(m: &[Msg; 8]) -> [V; 8] {
         let mut r = [_mm256_setzero_si256(); 8];
         for k in 0..8 {
             // SAFETY: `m[k]` is 32 readable bytes; unaligned 256-bit load.
@@ -867,7 +916,18 @@ mod avx2 {
 
     #[target_feature(enable = "avx2")]
     pub(super) fn verify(f: &[Msg; 8], c: &[Msg; 8], out: &mut [bool; 8]) {
-        let d = digest(f);
+        finish_verify(digest(f), c, out)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn hash(p: &[Msg; 8], out: &mut [Msg; 8]) {
+        finish_hash(digest(p), out)
+    }
+
+    /// Compares digest words `d` (lane i = message i) with conditions `c`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn finish_verify(d: [V; 8], c: &[Msg; 8], out: &mut [bool; 8]) {
         let c = load(c);
         let mut eq = _mm256_set1_epi32(-1);
         for j in 0..8 {
@@ -879,9 +939,10 @@ mod avx2 {
         }
     }
 
+    /// Writes digest words `d` (lane i = message i) out as bytes.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    pub(super) fn hash(p: &[Msg; 8], out: &mut [Msg; 8]) {
-        let d = digest(p);
+    pub(super) fn finish_hash(d: [V; 8], out: &mut [Msg; 8]) {
         let r = transpose([
             bswap(d[0]),
             bswap(d[1]),
@@ -897,5 +958,105 @@ mod avx2 {
             // unaligned 256-bit store.
             unsafe { _mm256_storeu_si256(out[k].as_mut_ptr().cast(), r[k]) };
         }
+    }
+}
+
+/// 8 lanes in 256-bit registers with AVX-512VL's `vprord`/`vpternlogd`:
+/// for remainders of 5..=8 messages, where a padded 16-lane pass wastes
+/// half its lanes and SHA-NI is slower per message.
+mod avx512y {
+    use super::avx2::{bswap, finish_hash, finish_verify, load};
+    use super::*;
+
+    type V = __m256i;
+
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn add(a: V, b: V) -> V {
+        _mm256_add_epi32(a, b)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn set1(x: u32) -> V {
+        _mm256_set1_epi32(x as i32)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn xor3(a: V, b: V, c: V) -> V {
+        _mm256_ternarylogic_epi32::<0x96>(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn ch(e: V, f: V, g: V) -> V {
+        _mm256_ternarylogic_epi32::<0xCA>(e, f, g)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn maj(a: V, b: V, c: V) -> V {
+        _mm256_ternarylogic_epi32::<0xE8>(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn bsig0(x: V) -> V {
+        xor3(
+            _mm256_ror_epi32::<2>(x),
+            _mm256_ror_epi32::<13>(x),
+            _mm256_ror_epi32::<22>(x),
+        )
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn bsig1(x: V) -> V {
+        xor3(
+            _mm256_ror_epi32::<6>(x),
+            _mm256_ror_epi32::<11>(x),
+            _mm256_ror_epi32::<25>(x),
+        )
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn ssig0(x: V) -> V {
+        xor3(
+            _mm256_ror_epi32::<7>(x),
+            _mm256_ror_epi32::<18>(x),
+            _mm256_srli_epi32::<3>(x),
+        )
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn ssig1(x: V) -> V {
+        xor3(
+            _mm256_ror_epi32::<17>(x),
+            _mm256_ror_epi32::<19>(x),
+            _mm256_srli_epi32::<10>(x),
+        )
+    }
+
+    multibuffer!("avx2,avx512f,avx512vl");
+
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn digest(m: &[Msg; 8]) -> [V; 8] {
+        let w = load(m);
+        compress([
+            bswap(w[0]),
+            bswap(w[1]),
+            bswap(w[2]),
+            bswap(w[3]),
+            bswap(w[4]),
+            bswap(w[5]),
+            bswap(w[6]),
+            bswap(w[7]),
+        ])
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    pub(super) fn verify(f: &[Msg; 8], c: &[Msg; 8], out: &mut [bool; 8]) {
+        finish_verify(digest(f), c, out)
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    pub(super) fn hash(p: &[Msg; 8], out: &mut [Msg; 8]) {
+        finish_hash(digest(p), out)
     }
 }
