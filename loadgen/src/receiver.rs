@@ -646,7 +646,10 @@ fn process_btp(c: &mut RecvConn, ctx: &mut Ctx) {
         let rid = b.request_id();
         if c.state == State::AwaitAuth {
             let ok = match btp::parse_auth(&b) {
-                Ok(a) => ctx.token.as_ref().map_or(true, |t| t.as_bytes() == a.token),
+                Ok(a) => match &ctx.token {
+                    None => true,
+                    Some(t) => t.as_bytes() == a.token,
+                },
                 Err(_) => false,
             };
             if ok {

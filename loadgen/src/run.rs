@@ -16,8 +16,9 @@ use crate::sender::{Load, Sender, SenderSpec};
 use crate::stats::{fmt_int, Live, ReceiverStats, SenderStats};
 use crate::url::{LinkUrl, Scheme};
 
-/// What the generator drives.
+/// What the generator drives. (Built once per run: size does not matter.)
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Target {
     /// Baseline: the sender talks straight to the receiver (BTP or HTTP).
     Direct { http: bool },
@@ -379,7 +380,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<(usize, Result<(), String>)>();
     let mut go_txs = Vec::new();
     let mut send_handles = Vec::new();
-    for t in 0..threads {
+    for (t, live) in live_send.iter().enumerate() {
         let spec = SenderSpec {
             thread: t,
             urls: send_urls.clone(),
@@ -404,7 +405,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         go_txs.push(go_tx);
         let ready = ready_tx.clone();
         let stop = stop_send.clone();
-        let live = live_send[t].clone();
+        let live = live.clone();
         let conns = cfg.conns.max(1);
         let h = std::thread::Builder::new()
             .name(format!("lg-send-{t}"))

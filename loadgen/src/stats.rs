@@ -270,8 +270,9 @@ pub fn fmt_rate(r: f64) -> String {
 pub fn fmt_int(n: u128) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
+    let first = s.len() % 3;
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && i >= first && (i - first).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
