@@ -103,6 +103,12 @@ fn ildcp_ping_and_peer_balance_against_js_connector() {
     assert_eq!(v["reject"]["code"], "F01", "{v}");
     assert_eq!(v["reject"]["triggeredBy"], JS_ADDRESS, "{v}");
 
+    // No user name (`btp+ws://:token@`): ilp-plugin-btp sends an empty
+    // auth_username and ilp-connector authenticates by the token alone.
+    let no_user = format!("btp+ws://:alice-token@127.0.0.1:{}", ports[0]);
+    let v = js::run_ok("ildcp.js", &["--btp", &no_user], t);
+    assert_eq!(v["clientAddress"], "test.jsc.alice", "{v}");
+
     // A wrong BTP token must fail the script, not hang it.
     let (status, v, _p) = js::run(
         "ildcp.js",
