@@ -1,8 +1,12 @@
 //! Helpers for the cross-process integration tests (tests/tests/*.rs).
 //!
-//! Everything here is std-only and test-facing: a panic with a clear message
-//! is the right answer to a broken test environment (missing binary, no node).
-//! Every wait is bounded by a timeout so no test can hang.
+//! std plus serde_json (for the interop scripts' JSON lines), and
+//! test-facing: a panic with a clear message is the right answer to a broken
+//! test environment (missing binary, no node). Every wait is bounded by a
+//! timeout so no test can hang. Main pieces: [`bin_path`], [`free_port`],
+//! [`wait_for_port`], [`Proc`], [`temp_dir`]; [`js`] drives the scripts in
+//! tests/interop (ilp-connector 23, ilp-protocol-stream); [`ilpd::start`]
+//! runs the release `ilpd` with a given config.
 
 pub mod btp_client;
 
