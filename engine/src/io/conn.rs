@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use bytes::{Buf, BytesMut};
 use ilpd_codec::btp;
@@ -16,8 +16,10 @@ use mio::net::TcpStream;
 
 use crate::core::{AccountId, OutId};
 
-/// Bytes asked of the kernel per read call.
+/// Buffer growth step for reads.
 const READ_CHUNK: usize = 64 * 1024;
+/// Below this much spare room the read buffer grows by [`READ_CHUNK`].
+const MIN_SPARE: usize = 4 * 1024;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,35 +185,32 @@ impl Conn {
     }
 
     /// Reads until WouldBlock, EOF, or `cap` bytes are buffered. Adds the
-    /// bytes read to `bytes_in`.
+    /// bytes read to `bytes_in`. Reads straight into the buffer's spare
+    /// capacity (no zero-fill); `reserve` reuses the allocation once the
+    /// frames split off it have been dropped.
     pub fn read_some(&mut self, cap: usize, bytes_in: &mut u64) -> io::Result<ReadOutcome> {
         loop {
-            if self.rbuf.len() >= cap {
+            let len = self.rbuf.len();
+            if len >= cap {
                 return Ok(ReadOutcome::Full);
             }
-            let len = self.rbuf.len();
-            // Zero-filled spare room (safe code; the memset is cheap next to
-            // the syscall). `reserve` reuses the allocation once frames that
-            // were split off have been dropped.
-            self.rbuf.reserve(READ_CHUNK);
-            self.rbuf.resize(len + READ_CHUNK, 0);
-            match self.stream.read(&mut self.rbuf[len..]) {
-                Ok(0) => {
-                    self.rbuf.truncate(len);
-                    return Ok(ReadOutcome::Eof);
-                }
+            if self.rbuf.capacity() - len < MIN_SPARE {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            let result = socket2::SockRef::from(&self.stream).recv(self.rbuf.spare_capacity_mut());
+            match result {
+                Ok(0) => return Ok(ReadOutcome::Eof),
                 Ok(n) => {
-                    self.rbuf.truncate(len + n);
+                    // SAFETY: recv(2) initialized the first `n` bytes of the
+                    // spare capacity it was given, and `n` ≤ its length.
+                    unsafe { self.rbuf.set_len(len + n) };
                     *bytes_in += n as u64;
                 }
-                Err(e) => {
-                    self.rbuf.truncate(len);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Drained),
-                        io::ErrorKind::Interrupted => continue,
-                        _ => return Err(e),
-                    }
-                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Drained),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(e),
+                },
             }
         }
     }
@@ -331,6 +330,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn pair() -> (Conn, std::net::TcpStream) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

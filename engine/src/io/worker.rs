@@ -129,6 +129,8 @@ pub struct Worker {
     draining: bool,
     drain_deadline_ms: u64,
     next_handshake_scan_ms: u64,
+    /// Connections not yet established (their deadlines need checking).
+    handshaking: usize,
     stats: TurnStats,
     epoch: Instant,
 }
@@ -189,6 +191,7 @@ impl Worker {
             draining: false,
             drain_deadline_ms: 0,
             next_handshake_scan_ms: 0,
+            handshaking: 0,
             stats: TurnStats::default(),
             epoch: Instant::now(),
         }
@@ -283,11 +286,7 @@ impl Worker {
         if let Some(d) = self.core.next_deadline() {
             at = at.min(d);
         }
-        if self
-            .slots
-            .iter()
-            .any(|s| s.conn.as_ref().is_some_and(|c| !c.is_established()))
-        {
+        if self.handshaking > 0 {
             at = at.min(self.next_handshake_scan_ms);
         }
         for c in &self.clients {
@@ -346,6 +345,7 @@ impl Worker {
             return None;
         }
         self.slots[slot].conn = Some(conn);
+        self.handshaking += 1;
         Some(slot)
     }
 
@@ -532,6 +532,9 @@ impl Worker {
             self.stats.bytes_out += n as u64;
         }
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if !conn.is_established() {
+            self.handshaking = self.handshaking.saturating_sub(1);
+        }
         let m = &self.io.metrics[self.id];
         m.closed[reason.index()].fetch_add(1, Ordering::Relaxed);
         if let (true, Some(acct)) = (conn.is_established(), conn.account) {
@@ -1005,6 +1008,7 @@ impl Worker {
         let Some(acct) = c.account else { return };
         c.state = State::Established;
         let client = c.client_slot;
+        self.handshaking = self.handshaking.saturating_sub(1);
         if let Some(list) = self.by_account.get_mut(acct.0 as usize) {
             list.push(slot);
         }
@@ -1205,7 +1209,7 @@ impl Worker {
     // ------------------------------------------------------------ timers
 
     fn check_handshakes(&mut self, now: Now) {
-        if now.unix_ms < self.next_handshake_scan_ms {
+        if self.handshaking == 0 || now.unix_ms < self.next_handshake_scan_ms {
             return;
         }
         self.next_handshake_scan_ms = now.unix_ms + HANDSHAKE_SCAN_MS;
