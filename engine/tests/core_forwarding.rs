@@ -681,3 +681,60 @@ fn forward_failed_rejects_upstream_once() {
         Some(1.0)
     );
 }
+
+#[test]
+fn one_flush_settles_many_accounts() {
+    // 20 children + bob in one batch: more accounts than the per-batch
+    // summing slots, so both the summed and the direct path run.
+    let mut cfg = BASE.to_string();
+    for i in 0..20 {
+        cfg.push_str(&format!(
+            "\n[[accounts]]\nid = \"kid{i}\"\nrelation = \"child\"\nasset_code = \"USD\"\nasset_scale = 9\nincoming_token = \"t{i}\"\n"
+        ));
+    }
+    let mut h = Harness::new(&cfg);
+    let mut ids = Vec::new();
+    for i in 0..20u8 {
+        let (_, cond) = pair(100 + i);
+        let (_, a) = h.send(
+            &format!("kid{i}"),
+            prepare(10 + i as u64, T0_MS + 10_000, "test.net.bob", &cond, b""),
+        );
+        ids.push(forwarded(&a).1);
+        // And one back to each kid from bob.
+        let (_, cond) = pair(200 + i);
+        let (_, a) = h.send(
+            "bob",
+            prepare(
+                1,
+                T0_MS + 10_000,
+                &format!("test.net.ilpd.kid{i}"),
+                &cond,
+                b"",
+            ),
+        );
+        ids.push(forwarded(&a).1);
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let i = (k / 2) as u8;
+        let n = if k % 2 == 0 { 100 + i } else { 200 + i };
+        let to = if k % 2 == 0 {
+            "bob".to_string()
+        } else {
+            format!("kid{i}")
+        };
+        h.reply(&to, *id, fulfill(&pair(n).0, b""));
+    }
+    assert_eq!(h.flush().len(), 40);
+    let mut bob = 0i64;
+    for i in 0..20 {
+        let amt = 10 + i as i64;
+        assert_eq!(
+            h.snapshot(&format!("kid{i}")),
+            (amt - 1, 0, 0),
+            "kid{i}: +{amt} sent, −1 received"
+        );
+        bob += 1 - amt;
+    }
+    assert_eq!(h.snapshot("bob"), (bob, 0, 0));
+}

@@ -129,6 +129,20 @@ impl AccountState {
         self.words.upper.fetch_sub(amount as i64, AcqRel);
     }
 
+    /// Applies the net of several settlements at once (see [`Settlement`]).
+    #[inline]
+    pub fn apply(&self, d: &Settlement) {
+        if d.balance != 0 {
+            self.words.balance.fetch_add(d.balance, AcqRel);
+        }
+        if d.upper != 0 {
+            self.words.upper.fetch_add(d.upper, AcqRel);
+        }
+        if d.lower != 0 {
+            self.words.lower.fetch_add(d.lower, AcqRel);
+        }
+    }
+
     #[inline]
     pub fn balance(&self) -> i64 {
         self.words.balance.load(Acquire)
@@ -159,6 +173,32 @@ impl AccountState {
     #[inline]
     pub fn connections(&self) -> u32 {
         self.connections.load(Acquire)
+    }
+}
+
+/// The net change of a batch of fulfills to one account's words, summed
+/// with wrapping adds (exact, since each final word is in range). Applying
+/// it late only delays freeing headroom, so limit checks stay sound.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    pub balance: i64,
+    pub upper: i64,
+    pub lower: i64,
+}
+
+impl Settlement {
+    /// Same as [`AccountState::settle_incoming`].
+    #[inline]
+    pub fn incoming(&mut self, amount: u64) {
+        self.balance = self.balance.wrapping_add(amount as i64);
+        self.lower = self.lower.wrapping_add(amount as i64);
+    }
+
+    /// Same as [`AccountState::settle_outgoing`].
+    #[inline]
+    pub fn outgoing(&mut self, amount: u64) {
+        self.balance = self.balance.wrapping_sub(amount as i64);
+        self.upper = self.upper.wrapping_sub(amount as i64);
     }
 }
 
@@ -234,6 +274,34 @@ mod tests {
                 reserved_outgoing: 0
             }
         );
+    }
+
+    #[test]
+    fn batched_settlement_equals_one_by_one() {
+        let (a, b) = (
+            AccountState::new(i64::MIN, i64::MAX, None, None),
+            AccountState::new(i64::MIN, i64::MAX, None, None),
+        );
+        let mut d = Settlement::default();
+        for (amt, inc) in [
+            (u64::MAX / 4, true),
+            (7, false),
+            (u64::MAX / 4, false),
+            (3, true),
+        ] {
+            if inc {
+                assert!(a.reserve_incoming(amt) && b.reserve_incoming(amt));
+                a.settle_incoming(amt);
+                d.incoming(amt);
+            } else {
+                assert!(a.reserve_outgoing(amt) && b.reserve_outgoing(amt));
+                a.settle_outgoing(amt);
+                d.outgoing(amt);
+            }
+        }
+        b.apply(&d);
+        assert_eq!(a.snapshot(), b.snapshot());
+        assert_eq!(a.balance(), -4);
     }
 
     #[test]

@@ -17,9 +17,11 @@ use ilpd_codec::sha256::BatchVerifier;
 use ilpd_codec::types::{AmountTooLarge, Expiry};
 use tracing::debug;
 
+use super::accounts::Settlement;
 use super::metrics::{bump, Dropped, WorkerMetrics};
 use super::pending::{Entry, NewEntry, Pending};
 use super::rates::ConvertError;
+use super::routing::TableCache;
 use super::{AccountId, Action, ErrorCode, Now, OutId, ReplyTo, Shared, LOCAL};
 
 /// Per-worker forwarding state: pending table (bounded by node.max_in_flight, past it T03),
@@ -28,12 +30,15 @@ pub struct Core {
     pub(super) shared: Arc<Shared>,
     worker: usize,
     pending: Pending,
+    routes: TableCache,
     verifier: BatchVerifier,
     /// Fulfills waiting for `flush`: the entry they answer and the packet.
     batch: Vec<(Entry, BytesMut)>,
     conditions: Vec<[u8; 32]>,
     fulfillments: Vec<[u8; 32]>,
     results: Vec<bool>,
+    /// Per-account net settlement of the batch being flushed.
+    settle: Vec<(u32, Settlement)>,
     expired: Vec<Entry>,
 }
 
@@ -41,6 +46,7 @@ impl Core {
     pub fn new(shared: Arc<Shared>, worker: usize) -> Core {
         Core {
             pending: Pending::new(shared.max_in_flight),
+            routes: shared.router.cache(),
             verifier: shared.verifier,
             shared,
             worker,
@@ -48,6 +54,7 @@ impl Core {
             conditions: Vec::new(),
             fulfillments: Vec::new(),
             results: Vec::new(),
+            settle: Vec::new(),
             expired: Vec::new(),
         }
     }
@@ -168,7 +175,7 @@ impl Core {
         let shared = &*self.shared;
         let from_idx = from.account.0 as usize;
         let amount = p.amount();
-        let next = match shared.router.lookup(p.destination()) {
+        let next = match self.routes.load().lookup(p.destination()) {
             Some(next) if next != LOCAL => next,
             _ => {
                 let msg = format!("no route to {}", p.destination_str());
@@ -435,11 +442,20 @@ impl Core {
             if ok {
                 // Digest §2.7 rule 6: the upstream peer owes the incoming
                 // amount, we owe the next hop the outgoing one.
+                // Summed per account and applied once per batch below.
                 if e.in_amount > 0 {
-                    self.shared.states[e.from as usize].settle_incoming(e.in_amount);
+                    match settlement(&mut self.settle, e.from) {
+                        Some(d) => d.incoming(e.in_amount),
+                        None => self.shared.states[e.from as usize].settle_incoming(e.in_amount),
+                    }
                 }
                 if e.out_amount > 0 {
-                    self.shared.states[e.next_hop as usize].settle_outgoing(e.out_amount);
+                    match settlement(&mut self.settle, e.next_hop) {
+                        Some(d) => d.outgoing(e.out_amount),
+                        None => {
+                            self.shared.states[e.next_hop as usize].settle_outgoing(e.out_amount)
+                        }
+                    }
                 }
                 m.fulfill_sent(e.from);
                 m.latency(now.mono_ns.saturating_sub(e.arrival_ns));
@@ -457,6 +473,11 @@ impl Core {
                     "fulfillment from the next hop did not match the condition",
                     out,
                 );
+            }
+        }
+        for (acct, d) in self.settle.drain(..) {
+            if let Some(st) = self.shared.states.get(acct as usize) {
+                st.apply(&d);
             }
         }
         self.batch = batch;
@@ -509,6 +530,24 @@ fn packet_type_of(e: &ilpd_codec::DecodeError) -> bool {
         ilpd_codec::DecodeError::UnknownType(_)
             | ilpd_codec::DecodeError::Invalid("unexpected ILP packet type")
     )
+}
+
+/// Accounts summed per batch; past this many, settle directly (keeps the
+/// linear search short).
+const SETTLE_SLOTS: usize = 16;
+
+/// The batch's entry for `account`, or `None` when the list is full.
+#[inline]
+fn settlement(list: &mut Vec<(u32, Settlement)>, account: u32) -> Option<&mut Settlement> {
+    let i = match list.iter().position(|(a, _)| *a == account) {
+        Some(i) => i,
+        None if list.len() < SETTLE_SLOTS => {
+            list.push((account, Settlement::default()));
+            list.len() - 1
+        }
+        None => return None,
+    };
+    Some(&mut list[i].1)
 }
 
 /// Gives back both reservations of a packet that was not fulfilled.

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
+use arc_swap::cache::Cache;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
@@ -96,9 +97,13 @@ impl Table {
     }
 }
 
+/// A worker's handle on the current table: one relaxed pointer load per
+/// lookup while the table is unchanged, no reference-count traffic.
+pub type TableCache = Cache<Arc<ArcSwap<Table>>, Arc<Table>>;
+
 /// The swappable table plus the layers it is built from (cold path).
 pub struct Router {
-    current: ArcSwap<Table>,
+    current: Arc<ArcSwap<Table>>,
     layers: Mutex<Layers>,
 }
 
@@ -118,7 +123,7 @@ impl Router {
         };
         let table = Table::build([&layers.learned[..], &layers.local[..], &layers.fixed[..]]);
         Router {
-            current: ArcSwap::from_pointee(table),
+            current: Arc::new(ArcSwap::from_pointee(table)),
             layers: Mutex::new(layers),
         }
     }
@@ -127,6 +132,11 @@ impl Router {
     #[inline]
     pub fn lookup(&self, dest: &[u8]) -> Option<AccountId> {
         self.current.load().lookup(dest)
+    }
+
+    /// A per-worker cached handle (see [`TableCache`]).
+    pub fn cache(&self) -> TableCache {
+        Cache::new(self.current.clone())
     }
 
     /// Replaces the learned (CCP) layer and publishes a new snapshot.
@@ -175,7 +185,14 @@ mod tests {
         assert_eq!(router.lookup(b"g.a.1"), Some(AccountId(1)));
         assert_eq!(router.lookup(b"g.b.1"), Some(AccountId(2)));
         assert_eq!(router.lookup(b"g.c.1"), Some(AccountId(7)));
+        let mut cache = router.cache();
+        assert_eq!(cache.load().lookup(b"g.c.1"), Some(AccountId(7)));
         router.set_learned(vec![]);
         assert_eq!(router.lookup(b"g.c.1"), None);
+        assert_eq!(
+            cache.load().lookup(b"g.c.1"),
+            None,
+            "the cache sees the new snapshot"
+        );
     }
 }
