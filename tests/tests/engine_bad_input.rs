@@ -145,7 +145,13 @@ fn wrong_token_gets_btp_error_then_close_and_nothing_is_processed() {
     assert_eq!(e.error_name, b"NotAcceptedError");
     assert!(mallory.closed_within(Duration::from_secs(5)));
     assert_bob_idle(&mut bob);
-    assert!(bc::scrape(n.metrics, "ilpd_io_auth_failures_total", "").unwrap() >= 1.0);
+    // The right token under another account's username is refused too.
+    let mut c = BtpClient::connect(n.listen).unwrap();
+    c.send_auth(Some("alice"), "bob-token").unwrap();
+    let e = c.read_btp(Duration::from_secs(5)).expect("a BTP Error");
+    assert_eq!((e.ty, &e.error_code), (BtpType::Error, b"F00"));
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert!(bc::scrape(n.metrics, "ilpd_io_auth_failures_total", "").unwrap() >= 2.0);
     let mut alice = BtpClient::connect_auth(n.listen, None, "alice-token").unwrap();
     round_trip(&mut alice, &mut bob, [4; 32]);
 }

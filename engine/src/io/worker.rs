@@ -973,7 +973,13 @@ impl Worker {
             Ok(v) => {
                 let id = v.request_id();
                 match btp::parse_auth(&v) {
-                    Ok(a) => (id, self.shared.authenticate(a.username, a.token)),
+                    // ilp-plugin-btp sends `auth_username` = "" when its URL
+                    // has no user: treat that as no username (digest §5.4).
+                    Ok(a) => (
+                        id,
+                        self.shared
+                            .authenticate(a.username.filter(|u| !u.is_empty()), a.token),
+                    ),
                     Err(_) => (id, None),
                 }
             }
@@ -1374,4 +1380,37 @@ fn btp_error_text(packet: &[u8]) -> String {
         clean(v.error_name(), 64),
         clean(v.error_data(), 200)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_ids_pack_slot_and_generation() {
+        let id = conn_id(7, 3);
+        assert_eq!(((id & 0xffff_ffff) as usize, (id >> 32) as u32), (7, 3));
+        assert_ne!(conn_id(7, 3), conn_id(7, 4), "a reused slot gets a new id");
+        assert_eq!(token_of(0), Token(FIRST_CONN));
+    }
+
+    #[test]
+    fn btp_error_text_is_printable_and_bounded() {
+        let mut b = Vec::new();
+        btp::write_error(
+            &mut b,
+            1,
+            b"T00",
+            b"UnreachableError",
+            b"20180831025324.899Z",
+            b"oops\n\x00",
+            &[],
+        );
+        assert_eq!(btp_error_text(&b), "T00 UnreachableError: oops??");
+        let long = vec![b'x'; 5000];
+        let mut b = Vec::new();
+        btp::write_error(&mut b, 1, b"F00", b"NotAcceptedError", b"", &long, &[]);
+        assert!(btp_error_text(&b).len() < 300);
+        assert_eq!(btp_error_text(b"\x02garbage"), "(unreadable)");
+    }
 }
