@@ -189,12 +189,9 @@ fn alice_pays_bob_through_ilpd() {
     assert_eq!(bc::http_get(m, "/nope").unwrap().0, 404);
 }
 
-#[test]
-fn client_side_account_dials_the_other_node() {
-    let p = free_ports(4);
-    let (l1, m1, l2, m2) = (addr(p[0]), addr(p[1]), addr(p[2]), addr(p[3]));
-    // Node two: node one connects to it as account "one" (server side).
-    let two = format!(
+/// Node two: node one connects to it as account "one" (server side).
+fn node_two(l2: SocketAddr, m2: SocketAddr) -> String {
+    format!(
         r#"
 [node]
 address = "test.two"
@@ -219,9 +216,12 @@ incoming_token = "bob-token"
 prefix = "test.one"
 account = "one"
 "#
-    );
-    // Node one dials two (client side), with a short first back-off.
-    let one = format!(
+    )
+}
+
+/// Node one dials two (client side), with a short first back-off.
+fn node_one(l1: SocketAddr, m1: SocketAddr, l2: SocketAddr) -> String {
+    format!(
         r#"
 [node]
 address = "test.one"
@@ -249,7 +249,14 @@ btp_username = "one"
 prefix = "test.two"
 account = "two"
 "#
-    );
+    )
+}
+
+#[test]
+fn client_side_account_dials_the_other_node() {
+    let p = free_ports(4);
+    let (l1, m1, l2, m2) = (addr(p[0]), addr(p[1]), addr(p[2]), addr(p[3]));
+    let (one, two) = (node_one(l1, m1, l2), node_two(l2, m2));
     // Start one first: it must keep retrying until two is up.
     let _n1 = ilpd::start(&one, l1, "ilpd-one");
     std::thread::sleep(Duration::from_millis(300));
@@ -590,4 +597,45 @@ fn balances_are_conserved_under_random_outcomes() {
     ] {
         assert_eq!(reserved(m, acct, dir), 0, "{acct} {dir}");
     }
+}
+
+#[test]
+fn client_account_reconnects_after_the_peer_restarts() {
+    let p = free_ports(4);
+    let (l1, m1, l2, m2) = (addr(p[0]), addr(p[1]), addr(p[2]), addr(p[3]));
+    let mut n1 = ilpd::start(&node_one(l1, m1, l2), l1, "ilpd-one");
+    let mut n2 = ilpd::start(&node_two(l2, m2), l2, "ilpd-two");
+    wait_metric(m1, "ilpd_account_connections", "account=\"two\"", |v| {
+        v >= 1.0
+    });
+    // Two goes away: one notices, logs it (never the token) and keeps redialling.
+    assert_eq!(n2.terminate().and_then(|s| s.code()), Some(0));
+    wait_metric(m1, "ilpd_account_connections", "account=\"two\"", |v| {
+        v == 0.0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let log = n1.stderr_text();
+    assert!(log.contains("WARN") && log.contains("two"), "{log}");
+    assert!(!log.contains("one-secret"), "the token was logged");
+    // Two comes back on the same port: one reconnects by itself.
+    let _n2 = ilpd::start(&node_two(l2, m2), l2, "ilpd-two-again");
+    wait_metric(m1, "ilpd_account_connections", "account=\"two\"", |v| {
+        v >= 1.0
+    });
+    let mut alice = BtpClient::connect_auth(l1, None, "alice-token").unwrap();
+    let mut bob = BtpClient::connect_auth(l2, None, "bob-token").unwrap();
+    let f = [44u8; 32];
+    let id = alice
+        .send_prepare(&bc::prepare(
+            5,
+            bc::unix_ms() + 30_000,
+            &sha256(&f),
+            "test.two.bob",
+            b"",
+        ))
+        .unwrap();
+    let (rid, _) = next_prepare(&mut bob);
+    bob.send_response(rid, &bc::fulfill(&f, b"")).unwrap();
+    assert_eq!(reply_to(&mut alice, id), Reply::Fulfill { fulfillment: f });
+    assert!(n1.try_wait().is_none());
 }
