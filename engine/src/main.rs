@@ -35,9 +35,12 @@ fn main() -> ExitCode {
             ))
         }
     };
+    // Colours only on a terminal, so log files stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 
     let shared = match Shared::from_config(&cfg) {
