@@ -362,7 +362,6 @@ incoming_token = "bob-token"
 /// `auth_username` optional, so an empty one must mean "absent" and the
 /// token alone must select the account.
 #[test]
-#[ignore = "ilpd refuses an empty auth_username: Shared::authenticate compares Some(\"\") with the account id (see report)"]
 fn empty_btp_username_authenticates_by_token() {
     require_node();
     let node = Node::start();
