@@ -323,3 +323,34 @@ fn unknown_side_protocols_get_a_btp_error_and_the_connection_stays_up() {
     assert_eq!((r.ty, r.request_id, r.ilp), (BtpType::Response, 78, None));
     round_trip(&mut alice, &mut bob, [11; 32]);
 }
+
+#[test]
+fn random_bytes_never_take_the_node_down() {
+    let n = start("ilpd-garbage");
+    let mut alice = BtpClient::connect_auth(n.listen, None, "alice-token").unwrap();
+    let mut bob = BtpClient::connect_auth(n.listen, None, "bob-token").unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..60 {
+        let len = (next() % 3000) as usize;
+        let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let r = match i % 3 {
+            // Raw junk instead of an HTTP upgrade.
+            0 => BtpClient::connect_tcp(n.listen).and_then(|mut c| c.send_raw(&junk)),
+            // Junk after the upgrade (random frames).
+            1 => BtpClient::connect(n.listen).and_then(|mut c| c.send_raw(&junk)),
+            // Junk BTP inside well-formed frames after auth.
+            _ => BtpClient::connect_auth(n.listen, None, "alice-token")
+                .map_err(std::io::Error::other)
+                .and_then(|mut c| c.send_frame(bc::OP_BINARY, &junk)),
+        };
+        // The node may close on us mid-write; that is fine.
+        let _ = r;
+    }
+    round_trip(&mut alice, &mut bob, [12; 32]);
+}
