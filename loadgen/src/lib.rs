@@ -21,4 +21,5 @@ pub mod sender;
 pub mod stats;
 pub mod sweep;
 pub mod template;
+pub mod timer;
 pub mod url;

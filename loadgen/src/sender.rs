@@ -28,6 +28,7 @@ use crate::link::{self, BtpConn, CLIENT_MASK, MAX_MESSAGE};
 use crate::lt::{self, Secret};
 use crate::stats::{Live, SenderStats};
 use crate::template::Template;
+use crate::timer::Timer;
 use crate::url::{LinkUrl, Scheme};
 
 /// How packets are paced.
@@ -88,6 +89,8 @@ struct Slot {
     state: u8,
     measured: bool,
 }
+
+const TIMER: Token = Token(usize::MAX - 2);
 
 /// Largest batch generated per connection per loop turn.
 const BATCH: usize = 512;
@@ -189,6 +192,8 @@ pub struct Sender {
     ts: TimestampCache,
     fulfillments: Vec<[u8; 32]>,
     conditions: Vec<[u8; 32]>,
+    /// Open loop: wakes the poll at the next intended send time.
+    timer: Option<Timer>,
 }
 
 impl Sender {
@@ -208,7 +213,12 @@ impl Sender {
                 )
                 .map_err(|e| format!("{}: {e}", c.name))?;
         }
+        let timer = match spec.load {
+            Load::Open { .. } => Timer::new(poll.registry(), TIMER).ok(),
+            Load::Closed { .. } => None,
+        };
         Ok(Sender {
+            timer,
             spec,
             conns,
             poll,
@@ -276,18 +286,18 @@ impl Sender {
                 }
                 break;
             }
-            // Sleep until something is due: open loop wakes for the next
-            // intended send time; otherwise replies wake us (1 ms cap so
-            // timeouts and the end of the run are noticed).
+            // Wait for replies or the next intended send time (open loop:
+            // the timerfd wakes us on time; without one, spin). The 1 ms
+            // cap makes timeouts and the end of the run noticed.
             let timeout = if next_due != u64::MAX && !ending {
                 let wait = next_due.saturating_sub(clock.now_ns());
-                if wait > 1_000_000 {
-                    Duration::from_nanos(wait - 500_000).min(Duration::from_millis(1))
-                } else {
-                    if wait > 50_000 {
-                        std::thread::sleep(Duration::from_nanos(wait - 20_000));
+                match &self.timer {
+                    _ if wait == 0 => Duration::ZERO,
+                    Some(t) => {
+                        t.arm(Duration::from_nanos(wait));
+                        Duration::from_millis(2)
                     }
-                    Duration::ZERO
+                    None => Duration::ZERO,
                 }
             } else {
                 Duration::from_millis(1)
@@ -300,7 +310,11 @@ impl Sender {
             }
             for ev in events.iter() {
                 let i = ev.token().0;
-                if i < self.conns.len() && ev.is_readable() {
+                if ev.token() == TIMER {
+                    if let Some(t) = &self.timer {
+                        t.clear();
+                    }
+                } else if i < self.conns.len() && ev.is_readable() {
                     self.read(i, &clock);
                 }
             }
