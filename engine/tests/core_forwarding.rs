@@ -738,3 +738,38 @@ fn one_flush_settles_many_accounts() {
     }
     assert_eq!(h.snapshot("bob"), (bob, 0, 0));
 }
+
+#[test]
+fn learned_routes_are_swapped_in_and_lose_to_static_and_local() {
+    let mut h = Harness::base();
+    let (_, cond) = pair(40);
+    let addr = |s: &str| ilpd_codec::address::Address::new(s).unwrap();
+    let (carol, bob) = (h.id("carol"), h.id("bob"));
+    h.shared.set_learned_routes(vec![
+        (addr("test.net.far"), carol),
+        (addr("test.net.bob"), carol), // bob's own address wins
+        (addr("test.net.bogus"), ilpd_engine::core::AccountId(999)),
+    ]);
+    let (_, a) = h.send(
+        "alice",
+        prepare(1_000_000, T0_MS + 10_000, "test.net.far.x", &cond, b""),
+    );
+    assert_eq!(forwarded(&a).0, carol);
+    let (_, a) = h.send(
+        "alice",
+        prepare(1, T0_MS + 10_000, "test.net.bob.x", &cond, b""),
+    );
+    assert_eq!(forwarded(&a).0, bob);
+    let (_, a) = h.send(
+        "alice",
+        prepare(1, T0_MS + 10_000, "test.net.bogus", &cond, b""),
+    );
+    assert_own_reject(&a, ErrorCode::F02_UNREACHABLE);
+    h.shared.set_learned_routes(vec![]);
+    // Back to the static default route (dave).
+    let (_, a) = h.send(
+        "alice",
+        prepare(1, T0_MS + 10_000, "test.net.far.x", &cond, b""),
+    );
+    assert_eq!(forwarded(&a).0, h.id("dave"));
+}

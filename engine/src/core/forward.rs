@@ -176,7 +176,8 @@ impl Core {
         let from_idx = from.account.0 as usize;
         let amount = p.amount();
         let next = match self.routes.load().lookup(p.destination()) {
-            Some(next) if next != LOCAL => next,
+            // A learned route to an id we do not have (a CCP bug) is no route.
+            Some(next) if next != LOCAL && (next.0 as usize) < shared.configs.len() => next,
             _ => {
                 let msg = format!("no route to {}", p.destination_str());
                 return self.reject(from, ErrorCode::F02_UNREACHABLE, &msg, &[], out);
@@ -428,6 +429,11 @@ impl Core {
     pub fn flush(&mut self, now: Now, out: &mut Vec<Action>) {
         let n = self.batch.len();
         if n == 0 {
+            // Once per loop turn: keep the in-flight gauge current.
+            self.metrics().in_flight.store(
+                self.pending.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             return;
         }
         self.results.clear();
@@ -481,6 +487,10 @@ impl Core {
             }
         }
         self.batch = batch;
+        m.in_flight.store(
+            self.pending.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.conditions.clear();
         self.fulfillments.clear();
     }
