@@ -274,8 +274,12 @@ impl Worker {
     }
 
     fn poll_timeout(&self, now: Now) -> Duration {
-        if (!self.ready.is_empty() && !self.paused) || !self.outbox.is_empty() {
+        if !self.ready.is_empty() && !self.paused {
             return Duration::ZERO;
+        }
+        if !self.outbox.is_empty() {
+            // A full cross-worker queue: retry soon without spinning.
+            return Duration::from_millis(1);
         }
         let mut at = now.unix_ms
             + if self.draining || self.paused {
