@@ -1,0 +1,1 @@
+example.very.long.address.to.exceed.127.characters.and.trigger.a.long.form.length.determinant.to.show.how.that.works.great.as.well
