@@ -137,6 +137,10 @@ struct LoadArgs {
     /// Do not pin threads to cores.
     #[arg(long)]
     no_pin: bool,
+    /// Threads never block waiting for the network: each spins on its core
+    /// (lowest latency and highest ceiling; costs a full core per thread).
+    #[arg(long)]
+    busy_poll: bool,
     /// Open loop: most packets in flight per connection.
     #[arg(long, default_value_t = 65536)]
     max_in_flight: u32,
@@ -332,6 +336,7 @@ fn run_config(load: &LoadArgs, target: Target) -> Result<RunConfig, String> {
         grace: load.grace,
         drain: load.drain,
         pin: !load.no_pin,
+        busy_poll: load.busy_poll,
         max_in_flight: load.max_in_flight,
         recv_address: None,
         recv_token: None,

@@ -348,6 +348,8 @@ struct Ctx {
 
 /// A receiver thread.
 pub struct Receiver {
+    /// Never block in epoll (lower latency, one core per thread spinning).
+    pub busy_poll: bool,
     ctx: Ctx,
     conns: Vec<RecvConn>,
     listener: Option<(TcpListener, Kind, String)>,
@@ -408,6 +410,7 @@ impl Receiver {
             None => None,
         };
         Ok(Receiver {
+            busy_poll: false,
             ctx: Ctx {
                 rules,
                 stats: ReceiverStats::default(),
@@ -435,7 +438,12 @@ impl Receiver {
         let mut events = Events::with_capacity(256);
         let mut turns = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(5))) {
+            let timeout = if self.busy_poll {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(5)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     self.ctx.stats.errors.add(format!("receiver poll: {e}"));
                     break;

@@ -64,6 +64,7 @@ pub fn settings(cfg: &RunConfig) -> Value {
         "outcome_mix": cfg.mix,
         "seed": cfg.seed,
         "pinned": cfg.pin,
+        "busy_poll": cfg.busy_poll,
         "receiver_stall": cfg.stall.map(|(n, d)| json!({"after": n, "ms": d.as_millis() as u64})),
     })
 }
@@ -163,11 +164,12 @@ pub fn table(cfg: &RunConfig, r: &RunResult) -> String {
     let _ = writeln!(o, "  mode          {}", cfg.mode_label());
     let _ = writeln!(
         o,
-        "  threads       {} sender x {} conn, {} receiver{}",
+        "  threads       {} sender x {} conn, {} receiver{}{}",
         cfg.threads,
         cfg.conns * cfg.send_link_count(),
         cfg.recv_threads,
-        if cfg.pin { ", pinned" } else { "" }
+        if cfg.pin { ", pinned" } else { "" },
+        if cfg.busy_poll { ", busy-polling" } else { "" }
     );
     let _ = writeln!(
         o,

@@ -59,6 +59,8 @@ pub struct RunConfig {
     /// Longest wait for replies after the end of the duration.
     pub drain: Duration,
     pub pin: bool,
+    /// Threads never block in epoll: each spins on its core.
+    pub busy_poll: bool,
     pub max_in_flight: u32,
     pub recv_address: Option<String>,
     /// Token a client of our receiving server must present (direct mode and
@@ -95,6 +97,7 @@ impl Default for RunConfig {
             grace: Duration::from_secs(1),
             drain: Duration::from_secs(5),
             pin: true,
+            busy_poll: false,
             max_in_flight: 1 << 16,
             recv_address: None,
             recv_token: None,
@@ -347,13 +350,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
 
     let mut recv_handles = Vec::new();
     for (t, (links, listener)) in recv_links.into_iter().zip(listeners).enumerate() {
-        let r = Receiver::new(
+        let mut r = Receiver::new(
             rules.clone(),
             links,
             listener,
             server_token.clone(),
             cfg.events.clone(),
         )?;
+        r.busy_poll = cfg.busy_poll;
         let stop = stop_recv.clone();
         let live = live_recv[t].clone();
         let core = core_of(threads + t);
@@ -399,6 +403,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             verifier,
             packets_per_conn,
             core: core_of(t),
+            busy_poll: cfg.busy_poll,
             connect_timeout: cfg.connect_timeout,
         };
         let (go_tx, go_rx) = crossbeam::channel::bounded::<Option<(Clock, Timing)>>(1);

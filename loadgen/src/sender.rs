@@ -69,6 +69,8 @@ pub struct SenderSpec {
     /// Packets to send on each connection (packet-count mode).
     pub packets_per_conn: Option<u64>,
     pub core: Option<usize>,
+    /// Never block in epoll (one core per thread spinning).
+    pub busy_poll: bool,
     pub connect_timeout: Duration,
 }
 
@@ -299,6 +301,8 @@ impl Sender {
                     }
                     None => Duration::ZERO,
                 }
+            } else if self.spec.busy_poll {
+                Duration::ZERO
             } else {
                 Duration::from_millis(1)
             };
