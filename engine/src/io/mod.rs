@@ -243,8 +243,10 @@ impl Node {
             } else {
                 a.connections
             };
+            // Start each account at a different worker so accounts with
+            // one connection do not all land on worker 0.
             for k in 0..n {
-                clients[k % workers].push((AccountId(i as u32), url.clone()));
+                clients[(i + k) % workers].push((AccountId(i as u32), url.clone()));
             }
         }
 
