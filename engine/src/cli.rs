@@ -94,7 +94,7 @@ pub struct Args {
 
     /// node.write_buffer_limit: bytes queued for one connection before the
     /// worker stops reading (resumes below half; closes the connection as a
-    /// slow reader past twice this) [default: 4194304].
+    /// slow reader past twice this, or after 5 s over it) [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub write_buffer_limit: Option<usize>,
 
