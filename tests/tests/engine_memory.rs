@@ -203,3 +203,25 @@ fn a_peer_that_stops_reading_is_closed_as_a_slow_reader() {
     drop(alice);
     let _ = drain.join();
 }
+
+#[test]
+fn memory_per_idle_connection_is_bounded() {
+    let p = free_ports(2);
+    let (listen, m) = (addr(p[0]), addr(p[1]));
+    let node = ilpd::start(&config(p[0], p[1], 4 << 20, ""), listen, "ilpd-conns");
+    // Warm up, then measure 400 more authenticated, idle connections.
+    let mut keep: Vec<BtpClient> = (0..50)
+        .map(|_| BtpClient::connect_auth(listen, None, "alice-token").unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kib(node.id());
+    let n = 400;
+    keep.extend((0..n).map(|_| BtpClient::connect_auth(listen, None, "alice-token").unwrap()));
+    let open = bc::scrape(m, "ilpd_io_connections_open", "worker=\"0\"").unwrap();
+    assert_eq!(open, (n + 50) as f64);
+    std::thread::sleep(Duration::from_millis(200));
+    let after = rss_kib(node.id());
+    let per_conn = after.saturating_sub(before) as f64 / n as f64;
+    eprintln!("RSS {before} KiB -> {after} KiB with {n} more idle connections: {per_conn:.1} KiB/connection");
+    assert!(per_conn < 64.0, "{per_conn} KiB per idle connection");
+}
