@@ -111,9 +111,10 @@ impl Core {
         let prepare = match Prepare::new_checked(packet) {
             Ok(p) => p,
             Err(e) => {
-                let msg = match packet_type_of(&e) {
-                    true => format!("invalid ILP Prepare: {e}"),
-                    false => format!("expected an ILP Prepare: {e}"),
+                let msg = if is_wrong_type(&e) {
+                    format!("expected an ILP Prepare: {e}")
+                } else {
+                    format!("invalid ILP Prepare: {e}")
                 };
                 return self.reject(from, ErrorCode::F01_INVALID_PACKET, &msg, &[], out);
             }
@@ -533,9 +534,9 @@ impl Core {
     }
 }
 
-/// Whether a Prepare parse error happened past the type byte.
-fn packet_type_of(e: &ilpd_codec::DecodeError) -> bool {
-    !matches!(
+/// Whether a Prepare parse error is about the type byte.
+fn is_wrong_type(e: &ilpd_codec::DecodeError) -> bool {
+    matches!(
         e,
         ilpd_codec::DecodeError::UnknownType(_)
             | ilpd_codec::DecodeError::Invalid("unexpected ILP packet type")
