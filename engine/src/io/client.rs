@@ -4,7 +4,10 @@
 //! them, 0 = every worker one each). After a failure the next attempt waits
 //! `reconnect_initial_ms`, doubling up to [`MAX_BACKOFF_MS`]; a successful
 //! auth resets the delay. Each failure is logged once at warn with the
-//! account id and the cause, never the token.
+//! account id and the cause, never the token. A connection the peer closes
+//! while a sibling to the same account stays up goes dormant (see
+//! [`ClientSlot::dormant`]): servers that keep one socket per account then
+//! settle on one link instead of flapping.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -97,6 +100,12 @@ pub struct ClientSlot {
     /// When to dial next (unix ms); `None` while a connection exists.
     pub next_attempt_ms: Option<u64>,
     pub backoff: Backoff,
+    /// The peer closed this connection while another one to the same
+    /// account stayed up: the server probably keeps one socket per account
+    /// (ilp-plugin-btp does, closing the older login), so this slot waits
+    /// until the account has no connection at all instead of evicting the
+    /// survivor in turn.
+    pub dormant: bool,
 }
 
 /// Exponential back-off between reconnect attempts.

@@ -84,6 +84,13 @@ impl IoShared {
         &self.conn_counts[account.0 as usize * self.workers + worker]
     }
 
+    /// Authenticated connections to `account` on all workers.
+    pub fn account_connections(&self, account: AccountId) -> u32 {
+        (0..self.workers)
+            .map(|w| self.connection_count(account, w).load(Ordering::Acquire))
+            .sum()
+    }
+
     /// Prometheus text for the IO counters.
     pub fn render_metrics(&self) -> String {
         let mut s = String::new();

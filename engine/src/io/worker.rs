@@ -163,6 +163,7 @@ impl Worker {
                 conn: None,
                 next_attempt_ms: Some(0),
                 backoff: Backoff::new(knobs.reconnect_initial_ms),
+                dormant: false,
             })
             .collect();
         Worker {
@@ -563,10 +564,21 @@ impl Worker {
             .account
             .map(|a| self.shared.account_config(a).id.clone())
             .unwrap_or_default();
+        let peer_closed = matches!(reason, CloseReason::PeerClosed | CloseReason::IoError);
+        let siblings = conn.account.map_or(0, |a| self.io.account_connections(a));
         if let Some(cs) = conn.client_slot {
             if let Some(c) = self.clients.get_mut(cs) {
                 c.conn = None;
-                if !self.draining {
+                if !self.draining && conn.is_established() && peer_closed && siblings > 0 {
+                    c.dormant = true;
+                    c.next_attempt_ms = Some(now.unix_ms + c.backoff.next_delay());
+                    info!(
+                        worker = self.id,
+                        account = %account_name,
+                        "BTP client connection closed by the peer while another one is up; \
+                         this one waits until the account has no connection"
+                    );
+                } else if !self.draining {
                     let delay = c.backoff.next_delay();
                     c.next_attempt_ms = Some(now.unix_ms + delay);
                     warn!(
@@ -1257,9 +1269,16 @@ impl Worker {
                 && self.clients[i]
                     .next_attempt_ms
                     .is_some_and(|t| t <= now.unix_ms);
-            if due {
-                self.dial(i, now);
+            if !due {
+                continue;
             }
+            let c = &mut self.clients[i];
+            if c.dormant && self.io.account_connections(c.account) > 0 {
+                c.next_attempt_ms = Some(now.unix_ms + c.backoff.next_delay());
+                continue;
+            }
+            c.dormant = false;
+            self.dial(i, now);
         }
     }
 
