@@ -5,6 +5,7 @@
 //! - [`io`]: the mio workers, one per core, that move bytes between sockets and the core.
 //! - [`cli`]: runtime flags that override the config file.
 
+pub mod ccp;
 pub mod cli;
 pub mod config;
 pub mod core;
