@@ -100,7 +100,7 @@ fn worker(shared: Arc<Shared>, w: usize, rounds: usize) -> [i128; 2] {
         }
         let mut replies = Vec::new();
         for (to, id, f, from, in_amt, out_amt) in open {
-            let good = rng(&mut seed) % 3 != 0;
+            let good = !rng(&mut seed).is_multiple_of(3);
             let pkt = if good {
                 fulfill(&f, b"")
             } else {
