@@ -674,6 +674,8 @@ impl Ccp {
                             s.in_flight = None;
                             s.known_epoch = f.prev_known;
                             s.full = f.prev_full;
+                            s.backoff_until =
+                                Some(now_ms.saturating_add(self.cfg.broadcast_interval_ms));
                             self.stats.update_failures += 1;
                         }
                     }
