@@ -59,7 +59,10 @@ fn ilp(c: &mut Criterion) {
     black_box(view.amount());
 
     let mut out = BytesMut::with_capacity(64 * 1024);
-    let fb = FulfillBuilder { fulfillment: &[0xc3; 32], data: &[0x67; 32] };
+    let fb = FulfillBuilder {
+        fulfillment: &[0xc3; 32],
+        data: &[0x67; 32],
+    };
     g.bench_function("fulfill_build", |b| {
         b.iter(|| {
             out.clear();
