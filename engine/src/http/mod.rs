@@ -11,6 +11,7 @@
 //! types with bytes and `now`, the same way it drives the BTP decoder.
 
 pub mod client;
+pub mod driver;
 pub mod idempotency;
 pub mod server;
 
