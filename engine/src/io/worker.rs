@@ -141,9 +141,14 @@ fn token_of(slot: usize) -> Token {
 
 /// Packs a slot and its generation into the opaque `ReplyTo::conn`, so a
 /// reply for a closed connection never reaches the slot's next tenant.
+/// Generations wrap within 30 bits so the top two bits of `ReplyTo::conn`
+/// stay free for other link types' tags (`http::driver::TAG_*`).
 fn conn_id(slot: usize, gen: u32) -> u64 {
-    (gen as u64) << 32 | slot as u64
+    ((gen & GEN_MASK) as u64) << 32 | slot as u64
 }
+
+/// Slot generations count modulo 2^30 (see [`conn_id`]).
+const GEN_MASK: u32 = (1 << 30) - 1;
 
 impl Worker {
     pub fn new(init: WorkerInit, shared: Arc<Shared>, io: Arc<IoShared>, knobs: Knobs) -> Worker {
@@ -531,7 +536,7 @@ impl Worker {
         let Some(mut conn) = s.conn.take() else {
             return;
         };
-        s.gen = s.gen.wrapping_add(1);
+        s.gen = s.gen.wrapping_add(1) & GEN_MASK;
         self.free.push(slot);
         if let Ok(n) = conn.flush() {
             self.stats.bytes_out += n as u64;
@@ -1415,6 +1420,11 @@ mod tests {
         assert_eq!(((id & 0xffff_ffff) as usize, (id >> 32) as u32), (7, 3));
         assert_ne!(conn_id(7, 3), conn_id(7, 4), "a reused slot gets a new id");
         assert_eq!(token_of(0), Token(FIRST_CONN));
+        assert_eq!(
+            conn_id(u32::MAX as usize, u32::MAX) >> 62,
+            0,
+            "top bits stay free"
+        );
     }
 
     #[test]
