@@ -199,6 +199,9 @@ pub struct RatesConfig {
     pub prices: BTreeMap<String, String>,
 }
 
+/// Most worker threads (worker ids travel as u16 between workers).
+pub const MAX_THREADS: usize = 1024;
+
 fn default_true() -> bool {
     true
 }
@@ -306,6 +309,12 @@ impl Config {
                 format!("{:?} is not a valid ILP address: {e}", node.address),
             )
         })?;
+        if node.threads > MAX_THREADS {
+            return Err(ConfigError::new(
+                "node.threads",
+                format!("must be at most {MAX_THREADS}"),
+            ));
+        }
         if node.max_in_flight == 0 {
             return Err(ConfigError::new("node.max_in_flight", "must be at least 1"));
         }
@@ -524,6 +533,10 @@ mod tests {
             "{MIN}\n[[routes]]\nprefix = \"test.bob\"\naccount = \"bob\""
         ));
         assert_eq!(bad_route.key, "routes[0].account");
+        assert_eq!(
+            err(&MIN.replace("[node]", "[node]\nthreads = 5000")).key,
+            "node.threads"
+        );
         let bad_spread = err(&format!("{MIN}\n[rates]\nspread = \"1.5\""));
         assert_eq!(bad_spread.key, "rates.spread");
     }

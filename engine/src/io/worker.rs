@@ -880,6 +880,9 @@ impl Worker {
                 return;
             }
         };
+        // The view checked every entry, so the range is inside the packet;
+        // keep the slicing below panic-free regardless.
+        let ilp = ilp.filter(|r| r.start <= r.end && r.end <= payload.len());
         let mask = self.mask();
         let gen = self.slots[slot].gen;
         let Some(c) = self.conn(slot) else { return };
