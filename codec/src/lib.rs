@@ -1,5 +1,6 @@
 #![deny(unsafe_code)]
 pub mod address;
+pub mod btp;
 pub mod error;
 pub mod error_code;
 pub mod ilp;
@@ -8,7 +9,6 @@ pub mod peer;
 pub mod sha256;
 pub mod time;
 pub mod types;
-pub mod btp;
 pub mod ws;
 
 pub use error::DecodeError;
