@@ -67,9 +67,11 @@ min_balance = -9000000000000000000
     sys.exit("ilpd did not start listening")
 
 
-def sweep(loadgen, rates, extra, out_json, step, p99):
+def sweep(loadgen, rates, extra, out_json, step, p99, pin):
     cmd = [loadgen, "sweep", "--all", "--rates", ",".join(str(r) for r in rates),
            "--duration", step, "--warmup", "500ms", "--p99", p99, "--json", out_json, "-q"] + extra
+    if not pin:
+        cmd.append("--no-pin")
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     with open(out_json) as f:
@@ -84,6 +86,9 @@ def main():
     ap.add_argument("--ilpd-rates", default="10000,25000,50000,100000,200000,300000,400000")
     ap.add_argument("--step", default="3s", help="measured time per rate")
     ap.add_argument("--p99", default="10ms", help="p99 bound for the 'highest rate' line")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin ilp-loadgen's threads (default off: on a shared machine pinned "
+                         "threads cannot escape a busy core)")
     a = ap.parse_args()
 
     import matplotlib
@@ -96,7 +101,7 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["direct (BTP, no connector)"] = sweep(
-            loadgen, rates(a.direct_rates), ["--transport", "btp"], os.path.join(tmp, "direct.json"), a.step, a.p99)
+            loadgen, rates(a.direct_rates), ["--transport", "btp"], os.path.join(tmp, "direct.json"), a.step, a.p99, a.pin)
         port = free_port()
         proc = start_ilpd(ilpd, port, tmp)
         try:
@@ -104,7 +109,7 @@ def main():
             recv = f"btp+ws://loadgen-recv:recv-secret@127.0.0.1:{port}/"
             results["through ilpd (BTP)"] = sweep(
                 loadgen, rates(a.ilpd_rates), ["--send", send, "--recv", recv],
-                os.path.join(tmp, "ilpd.json"), a.step, a.p99)
+                os.path.join(tmp, "ilpd.json"), a.step, a.p99, a.pin)
         finally:
             proc.terminate()
             proc.wait(timeout=10)

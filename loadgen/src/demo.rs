@@ -18,6 +18,7 @@ pub struct DemoConfig {
     pub http: bool,
     pub window: u32,
     pub json: Option<PathBuf>,
+    pub pin: bool,
     pub quiet: bool,
 }
 
@@ -29,6 +30,7 @@ impl Default for DemoConfig {
             http: false,
             window: 256,
             json: None,
+            pin: true,
             quiet: false,
         }
     }
@@ -227,6 +229,7 @@ pub fn demo_run_config(d: &Ilpd, cfg: &DemoConfig) -> Result<RunConfig, String> 
             .max(Duration::from_secs(1)),
         warmup: Duration::from_secs(1).min(cfg.duration),
         progress: !cfg.quiet,
+        pin: cfg.pin,
         ..RunConfig::default()
     })
 }

@@ -286,6 +286,9 @@ struct DemoArgs {
     window: u32,
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Do not pin the generator's threads to cores.
+    #[arg(long)]
+    no_pin: bool,
     #[arg(long, short)]
     quiet: bool,
 }
@@ -401,6 +404,7 @@ fn main() -> ExitCode {
             http: a.transport == Transport::Http,
             window: a.window,
             json: a.json,
+            pin: !a.no_pin,
             quiet: a.quiet,
         }),
         Some(Cmd::Direct(a)) => {
