@@ -1170,9 +1170,22 @@ impl Worker {
         if list.is_empty() {
             return None;
         }
-        let i = self.rr_local[to.0 as usize] % list.len();
-        self.rr_local[to.0 as usize] = i + 1;
-        Some(list[i])
+        // Round-robin, skipping connections whose output is over the limit
+        // (a slow link) while another one can take the packet.
+        let start = self.rr_local[to.0 as usize];
+        let limit = self.knobs.write_buffer_limit;
+        let n = list.len();
+        let pick = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| {
+                self.slots[list[i]]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.wbuf.len() <= limit)
+            })
+            .unwrap_or(start % n);
+        self.rr_local[to.0 as usize] = pick + 1;
+        Some(list[pick])
     }
 
     fn pick_remote(&mut self, to: AccountId) -> Option<usize> {
