@@ -436,12 +436,18 @@ impl Config {
         }
         for (i, r) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("routes[{i}].{k}");
-            Address::new(&r.prefix).map_err(|e| {
-                ConfigError::new(
-                    key("prefix"),
-                    format!("{:?} is not a valid ILP address prefix: {e}", r.prefix),
-                )
-            })?;
+            // A route prefix is an address, or a bare scheme such as `g` or
+            // `test` (the usual default route, digest §4.2).
+            let bare_scheme =
+                !r.prefix.contains('.') && Address::new(&format!("{}.x", r.prefix)).is_ok();
+            if !bare_scheme {
+                Address::new(&r.prefix).map_err(|e| {
+                    ConfigError::new(
+                        key("prefix"),
+                        format!("{:?} is not a valid ILP address prefix: {e}", r.prefix),
+                    )
+                })?;
+            }
             if !ids.contains(r.account.as_str()) {
                 return Err(ConfigError::new(
                     key("account"),
@@ -533,6 +539,15 @@ mod tests {
             "{MIN}\n[[routes]]\nprefix = \"test.bob\"\naccount = \"bob\""
         ));
         assert_eq!(bad_route.key, "routes[0].account");
+        let route =
+            |prefix: &str| format!("{MIN}\n[[routes]]\nprefix = \"{prefix}\"\naccount = \"alice\"");
+        for ok in ["g", "test", "test.bob"] {
+            let c = Config::from_toml(&route(ok)).unwrap();
+            assert!(c.validate().is_ok(), "{ok} should be a valid route prefix");
+        }
+        for bad in ["nope", "g.", "", "test..x"] {
+            assert_eq!(err(&route(bad)).key, "routes[0].prefix", "{bad}");
+        }
         assert_eq!(
             err(&MIN.replace("[node]", "[node]\nthreads = 5000")).key,
             "node.threads"
