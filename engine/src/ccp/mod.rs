@@ -20,10 +20,12 @@ use tracing::{debug, info, warn};
 use crate::config::Relation;
 use crate::core::{AccountId, ErrorCode};
 
+pub mod node;
 mod receiver;
 mod speaker;
 pub mod table;
 
+pub use node::CcpHandle;
 pub use receiver::uuid;
 pub use table::{Best, Learned, NextHop, Table};
 
