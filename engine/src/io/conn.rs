@@ -88,10 +88,12 @@ impl CloseReason {
 }
 
 /// A Forward we wrote on this connection: which worker's Core waits for the
-/// answer, under which id.
+/// answer, under which id, and in which sweep epoch it was sent (see
+/// [`Conn::sweep_outstanding`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Outstanding {
     pub origin: u16,
+    pub epoch: u16,
     pub out_id: OutId,
 }
 
@@ -251,6 +253,24 @@ impl Conn {
         }
     }
 
+    /// Forgets Forwards sent before epoch `current − 1` (wrapping): a peer
+    /// that never answers must not grow this map for the life of the
+    /// connection. The worker bumps the epoch once per longest hold time,
+    /// so by then the origin Core has already answered them (R00 at the
+    /// outgoing expiry) and a late reply would be dropped anyway.
+    pub fn sweep_outstanding(&mut self, current: u16) {
+        if self.outstanding.is_empty() {
+            return;
+        }
+        let prev = current.wrapping_sub(1);
+        self.outstanding
+            .retain(|_, o| o.epoch == current || o.epoch == prev);
+        if self.outstanding.is_empty() && self.outstanding.capacity() > 1024 {
+            // Give back what a burst (or a silent peer) grew.
+            self.outstanding = IdMap::default();
+        }
+    }
+
     /// Writes one binary frame of `len` bytes produced by `f` straight into
     /// the output buffer: unmasked from the server, masked (in place) from
     /// the client (RFC 6455 §5.1, §5.3).
@@ -393,6 +413,7 @@ mod tests {
             0,
             Outstanding {
                 origin: 0,
+                epoch: 0,
                 out_id: OutId(1),
             },
         );
@@ -402,5 +423,31 @@ mod tests {
             1,
             "0 is outstanding, so it is skipped"
         );
+    }
+
+    #[test]
+    fn sweep_forgets_forwards_older_than_one_epoch() {
+        let (mut conn, _peer) = pair();
+        for (id, epoch) in [(1, u16::MAX - 1), (2, u16::MAX), (3, 0), (4, 0)] {
+            conn.outstanding.insert(
+                id,
+                Outstanding {
+                    origin: 0,
+                    epoch,
+                    out_id: OutId(id),
+                },
+            );
+        }
+        // Epoch 0 now: entries from epoch MAX (the previous one, wrapped) stay.
+        conn.sweep_outstanding(0);
+        let mut left: Vec<u32> = conn.outstanding.keys().copied().collect();
+        left.sort();
+        assert_eq!(left, vec![2, 3, 4]);
+        conn.sweep_outstanding(1);
+        let mut left: Vec<u32> = conn.outstanding.keys().copied().collect();
+        left.sort();
+        assert_eq!(left, vec![3, 4]);
+        conn.sweep_outstanding(2);
+        assert!(conn.outstanding.is_empty());
     }
 }

@@ -55,6 +55,9 @@ pub struct Knobs {
     pub socket_recv_buffer: Option<usize>,
     pub shutdown_grace_ms: u64,
     pub reconnect_initial_ms: u64,
+    /// Longest time a forwarded Prepare can be held (node or any account's
+    /// `max_hold_time_ms`): how often unanswered Forwards are swept.
+    pub max_hold_ms: u64,
 }
 
 impl Knobs {
@@ -69,6 +72,11 @@ impl Knobs {
             socket_recv_buffer: n.socket_recv_buffer,
             shutdown_grace_ms: n.shutdown_grace_ms,
             reconnect_initial_ms: n.reconnect_initial_ms,
+            max_hold_ms: cfg
+                .accounts
+                .iter()
+                .filter_map(|a| a.max_hold_time_ms)
+                .fold(n.max_hold_time_ms, u64::max),
         }
     }
 
@@ -133,6 +141,10 @@ pub struct Worker {
     handshaking: usize,
     stats: TurnStats,
     epoch: Instant,
+    /// Sweep epoch stamped on each Forward written (see
+    /// [`Conn::sweep_outstanding`]) and when it next advances.
+    sweep_epoch: u16,
+    next_sweep_ms: u64,
 }
 
 fn token_of(slot: usize) -> Token {
@@ -200,6 +212,8 @@ impl Worker {
             handshaking: 0,
             stats: TurnStats::default(),
             epoch: Instant::now(),
+            sweep_epoch: 0,
+            next_sweep_ms: 0,
         }
     }
 
@@ -270,6 +284,7 @@ impl Worker {
             self.flush_dirty(now);
             self.outbox.end_turn();
             self.check_handshakes(now);
+            self.sweep_outstanding(now);
             self.dial_due(now);
             self.publish_stats();
             if self.draining && self.drain_done(now) {
@@ -1203,9 +1218,17 @@ impl Worker {
 
     fn send_forward(&mut self, slot: usize, origin: u16, out_id: OutId, packet: &[u8]) {
         let mask = self.mask();
+        let epoch = self.sweep_epoch;
         let Some(c) = self.conn(slot) else { return };
         let id = c.take_request_id();
-        c.outstanding.insert(id, Outstanding { origin, out_id });
+        c.outstanding.insert(
+            id,
+            Outstanding {
+                origin,
+                epoch,
+                out_id,
+            },
+        );
         c.put_ilp_message(mask, id, packet);
         self.mark_dirty(slot);
     }
@@ -1221,7 +1244,11 @@ impl Worker {
                 } => match self.pick_local(to) {
                     Some(slot) => self.send_forward(slot, origin, out_id, &packet),
                     None => self.fail(
-                        Outstanding { origin, out_id },
+                        Outstanding {
+                            origin,
+                            epoch: 0,
+                            out_id,
+                        },
                         ErrorCode::T01_PEER_UNREACHABLE,
                         Cow::Borrowed("peer not connected"),
                         now,
@@ -1278,6 +1305,26 @@ impl Worker {
         }
         if !self.actions.is_empty() {
             self.dispatch(now);
+        }
+    }
+
+    /// Once per longest hold time (plus a second), forgets Forwards whose
+    /// answer never came: their origin Core has long expired them.
+    fn sweep_outstanding(&mut self, now: Now) {
+        if now.unix_ms < self.next_sweep_ms {
+            return;
+        }
+        let first = self.next_sweep_ms == 0;
+        self.next_sweep_ms = now.unix_ms + self.knobs.max_hold_ms.saturating_add(1_000);
+        if first {
+            return;
+        }
+        self.sweep_epoch = self.sweep_epoch.wrapping_add(1);
+        let current = self.sweep_epoch;
+        for s in &mut self.slots {
+            if let Some(c) = s.conn.as_mut() {
+                c.sweep_outstanding(current);
+            }
         }
     }
 
