@@ -52,6 +52,8 @@ pub enum OneShot {
         code: String,
         message: String,
         triggered_by: String,
+        /// For F04 from our own receiver: the amount it saw (reject data).
+        delivered: Option<u64>,
     },
     Failed(String),
 }
@@ -214,10 +216,12 @@ impl Payer {
                         code: code.clone(),
                         message: message.clone(),
                     });
+                    let delivered = r.data().try_into().ok().map(u64::from_be_bytes);
                     OneShot::Rejected {
                         code,
                         message,
                         triggered_by: String::from_utf8_lossy(r.triggered_by()).into_owned(),
+                        delivered,
                     }
                 } else {
                     OneShot::Failed("malformed ILP reply".into())
@@ -249,9 +253,13 @@ impl Payer {
             );
             let result = match out {
                 OneShot::Fulfilled { delivered } => ChunkResult::Fulfilled { delivered },
-                OneShot::Rejected { ref code, .. } if code == "F04" => {
+                OneShot::Rejected {
+                    ref code,
+                    delivered: Some(delivered),
+                    ..
+                } if code == "F04" => {
                     // Our receiver puts the amount it saw in the reject data.
-                    ChunkResult::BelowThreshold { delivered: 0 }
+                    ChunkResult::BelowThreshold { delivered }
                 }
                 OneShot::Rejected { code, message, .. } => {
                     last_error = Some(format!("{code} {message}"));
@@ -386,6 +394,7 @@ pub fn main(a: &PayCli) -> ExitCode {
                 code,
                 message,
                 triggered_by,
+                ..
             } => {
                 println!(
                     "one-shot payment to {}: rejected {code} by {triggered_by:?}: {message}",

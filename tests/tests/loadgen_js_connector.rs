@@ -80,7 +80,7 @@ fn loadgen_through_js_connector_over_btp() {
         ],
     );
     assert!(s.success(), "{s}");
-    check_reconciled(&v, 300);
+    check_reconciled(&v, 100);
     // IL-DCP gave the receiver its address under the connector's.
     assert_eq!(v["receive_address"], "test.jsc.lgrecv");
 
@@ -150,6 +150,6 @@ fn loadgen_through_js_connector_over_http() {
         ],
     );
     assert!(s.success(), "{s}");
-    check_reconciled(&v, 100);
+    check_reconciled(&v, 30);
     assert_eq!(v["receive_address"], "test.jsc.lgrecv");
 }
