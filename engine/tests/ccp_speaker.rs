@@ -183,10 +183,13 @@ fn failed_update_is_rolled_back_and_retried_after_the_interval() {
 
 // ---- networks of nodes in memory ----
 
+/// One end of a link: a node and its account for the other end.
+type End = (usize, AccountId);
+
 /// Nodes and bidirectional links (node, account there) <-> (node, account).
 struct Net {
     nodes: Vec<Ccp>,
-    links: Vec<((usize, AccountId), (usize, AccountId), bool)>,
+    links: Vec<(End, End, bool)>,
     now: u64,
 }
 
@@ -220,7 +223,7 @@ impl Net {
     }
 
     /// The other end of node `n`'s account `acct`, if the link is up.
-    fn peer_of(&self, n: usize, acct: AccountId) -> Option<(usize, AccountId)> {
+    fn peer_of(&self, n: usize, acct: AccountId) -> Option<End> {
         self.links.iter().find_map(|&((a, x), (b, y), up)| {
             if !up {
                 None

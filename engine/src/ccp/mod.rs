@@ -535,6 +535,8 @@ impl Ccp {
             changed += usize::from(self.table.withdraw(w, from));
         }
         let our = self.cfg.node_address.as_bytes();
+        // Routes of one update mostly share a path: share its allocation.
+        let mut last_path: Option<std::sync::Arc<[Box<[u8]>]>> = None;
         for route in &req.new_routes {
             let prefix = route.prefix;
             let importable = prefix.starts_with(&self.global_dot)
@@ -554,9 +556,23 @@ impl Ccp {
                 changed += usize::from(self.table.withdraw(prefix, from));
                 continue;
             }
+            let path = match &last_path {
+                Some(p)
+                    if p.len() == route.path.len()
+                        && p.iter().zip(&route.path).all(|(a, b)| &a[..] == *b) =>
+                {
+                    p.clone()
+                }
+                _ => {
+                    let p: std::sync::Arc<[Box<[u8]>]> =
+                        route.path.iter().map(|h| Box::<[u8]>::from(*h)).collect();
+                    last_path = Some(p.clone());
+                    p
+                }
+            };
             let learned = Learned {
                 from,
-                path: route.path.iter().map(|h| Box::<[u8]>::from(*h)).collect(),
+                path,
                 auth: route.auth,
             };
             changed += usize::from(self.table.upsert(prefix, learned));

@@ -12,6 +12,7 @@
 //! `base` moves up: a peer behind `base` is then sent the full table.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::core::AccountId;
 
@@ -31,8 +32,9 @@ pub enum NextHop {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Learned {
     pub from: AccountId,
-    /// Hops as the peer sent them (the peer first), nearest first.
-    pub path: Vec<Box<[u8]>>,
+    /// Hops as the peer sent them (the peer first), nearest first. Shared:
+    /// most routes of one update have the same path.
+    pub path: Arc<[Box<[u8]>]>,
     pub auth: [u8; 32],
 }
 
@@ -97,9 +99,10 @@ pub struct Delta {
 pub struct Table {
     /// Per account: lower is preferred (child 0, peer 1, parent 2; digest §4.2).
     ranks: Vec<u8>,
-    entries: HashMap<Box<[u8]>, Entry>,
+    /// Keys shared with the log (one allocation per prefix).
+    entries: HashMap<Arc<[u8]>, Entry>,
     /// epoch → prefix, only the latest change of each prefix.
-    log: BTreeMap<u32, Box<[u8]>>,
+    log: BTreeMap<u32, Arc<[u8]>>,
     /// Next epoch to hand out (= the current epoch of the CCP messages).
     epoch: u32,
     /// Epochs below this may have lost tombstones.
@@ -126,8 +129,9 @@ impl Table {
             learned_best: 0,
             dirty: false,
         };
-        let mut merged: Vec<(Box<[u8]>, NextHop)> = Vec::new();
+        let mut merged: Vec<(Arc<[u8]>, NextHop)> = Vec::new();
         for (p, n) in fixed {
+            let p: Arc<[u8]> = p.into();
             match merged.iter_mut().find(|(q, _)| *q == p) {
                 Some(slot) => slot.1 = n,
                 None => merged.push((p, n)),
@@ -175,7 +179,7 @@ impl Table {
     pub fn upsert(&mut self, prefix: &[u8], route: Learned) -> bool {
         let e = match self.entries.get_mut(prefix) {
             Some(e) => e,
-            None => self.entries.entry(prefix.into()).or_default(),
+            None => self.entries.entry(Arc::from(prefix)).or_default(),
         };
         let was_tomb = e.logged.is_some() && e.best().is_none();
         let old = e.choice();
@@ -214,7 +218,7 @@ impl Table {
     /// Removes every route learned from `from`; returns how many prefixes
     /// changed their best route.
     pub fn withdraw_all(&mut self, from: AccountId) -> usize {
-        let prefixes: Vec<Box<[u8]>> = self
+        let prefixes: Vec<Arc<[u8]>> = self
             .entries
             .iter()
             .filter(|(_, e)| e.learned.iter().any(|l| l.from == from))
@@ -284,12 +288,16 @@ impl Table {
         // u32 epochs: 4 billion changes per table id; past that we stop
         // advancing (documented in docs/ccp.md) rather than wrap.
         self.epoch = self.epoch.saturating_add(1);
+        let Some((key, _)) = self.entries.get_key_value(prefix) else {
+            return;
+        };
+        let key = key.clone();
         if let Some(e) = self.entries.get_mut(prefix) {
             if let Some(old) = e.logged.replace(epoch) {
                 self.log.remove(&old);
             }
         }
-        self.log.insert(epoch, prefix.into());
+        self.log.insert(epoch, key);
     }
 
     /// Drops the oldest half of the tombstones and raises `base`.
@@ -356,7 +364,11 @@ mod tests {
     fn l(from: u32, path: &[&str]) -> Learned {
         Learned {
             from: AccountId(from),
-            path: path.iter().map(|h| h.as_bytes().into()).collect(),
+            path: path
+                .iter()
+                .map(|h| Box::<[u8]>::from(h.as_bytes()))
+                .collect::<Vec<_>>()
+                .into(),
             auth: [0; 32],
         }
     }
