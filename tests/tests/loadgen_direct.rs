@@ -401,3 +401,58 @@ fn loadgen_unanswered_packets_time_out_and_the_run_still_ends() {
     assert_eq!(u(&v, &["packets", "fulfilled"]), 0);
     assert_eq!(u(&v, &["receiver", "no_answer"]), sent);
 }
+
+#[test]
+fn loadgen_hdr_log_and_sweep() {
+    let dir = temp_dir("lg-hdr-sweep");
+    let hlog = dir.join("lat.hlog");
+    let mut cmd = loadgen(&[
+        "direct",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "-q",
+        "--hdr-log",
+    ]);
+    cmd.arg(&hlog);
+    let (s, p) = run_with_timeout(cmd, "lg-hdr", Duration::from_secs(30));
+    assert!(s.success(), "{}", p.stderr_text());
+    let text = std::fs::read_to_string(&hlog).unwrap_or_default();
+    assert!(text.starts_with("#ilp-loadgen"), "{text}");
+    assert!(
+        text.contains("Tag=latency,") && text.contains("HISTF"),
+        "{text}"
+    );
+
+    // A bound every rate meets: both points, the higher rate wins.
+    let json = dir.join("sweep.json");
+    let sweep = |bound: &str, label: &str| {
+        let mut cmd = loadgen(&[
+            "sweep",
+            "--rates",
+            "1000,2000",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--p99",
+            bound,
+            "-q",
+            "--json",
+        ]);
+        cmd.arg(&json);
+        let (s, p) = run_with_timeout(cmd, label, Duration::from_secs(60));
+        assert!(s.success(), "{}", p.stderr_text());
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        (v, p.stdout_text())
+    };
+    let (v, _) = sweep("10s", "lg-sweep");
+    assert_eq!(v["points"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["best_rate"], 2000.0, "{v}");
+    // A bound nothing meets: it stops after the first rate, with no answer.
+    let (v, out) = sweep("1us", "lg-sweep-none");
+    assert_eq!(v["points"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(v["best_rate"].is_null(), "{v}");
+    assert!(out.contains("no rate met"), "{out}");
+}
