@@ -45,6 +45,32 @@ impl ErrorCode {
     pub const R02_INSUFFICIENT_TIMEOUT: ErrorCode = ErrorCode(*b"R02");
     pub const R99_APPLICATION_ERROR: ErrorCode = ErrorCode(*b"R99");
 
+    /// Every named code (RFC 27), in the order above.
+    pub const ALL: [ErrorCode; 22] = [
+        ErrorCode::F00_BAD_REQUEST,
+        ErrorCode::F01_INVALID_PACKET,
+        ErrorCode::F02_UNREACHABLE,
+        ErrorCode::F03_INVALID_AMOUNT,
+        ErrorCode::F04_INSUFFICIENT_DESTINATION_AMOUNT,
+        ErrorCode::F05_WRONG_CONDITION,
+        ErrorCode::F06_UNEXPECTED_PAYMENT,
+        ErrorCode::F07_CANNOT_RECEIVE,
+        ErrorCode::F08_AMOUNT_TOO_LARGE,
+        ErrorCode::F09_INVALID_PEER_RESPONSE,
+        ErrorCode::F99_APPLICATION_ERROR,
+        ErrorCode::T00_INTERNAL_ERROR,
+        ErrorCode::T01_PEER_UNREACHABLE,
+        ErrorCode::T02_PEER_BUSY,
+        ErrorCode::T03_CONNECTOR_BUSY,
+        ErrorCode::T04_INSUFFICIENT_LIQUIDITY,
+        ErrorCode::T05_RATE_LIMITED,
+        ErrorCode::T99_APPLICATION_ERROR,
+        ErrorCode::R00_TRANSFER_TIMED_OUT,
+        ErrorCode::R01_INSUFFICIENT_SOURCE_AMOUNT,
+        ErrorCode::R02_INSUFFICIENT_TIMEOUT,
+        ErrorCode::R99_APPLICATION_ERROR,
+    ];
+
     /// Accepts any `F`/`T`/`R` followed by two ASCII digits, named or not,
     /// so an end-to-end code we do not know is still relayed unchanged.
     #[inline]
@@ -158,33 +184,10 @@ mod tests {
 
     #[test]
     fn every_const_parses_and_is_named() {
-        let all = [
-            ErrorCode::F00_BAD_REQUEST,
-            ErrorCode::F01_INVALID_PACKET,
-            ErrorCode::F02_UNREACHABLE,
-            ErrorCode::F03_INVALID_AMOUNT,
-            ErrorCode::F04_INSUFFICIENT_DESTINATION_AMOUNT,
-            ErrorCode::F05_WRONG_CONDITION,
-            ErrorCode::F06_UNEXPECTED_PAYMENT,
-            ErrorCode::F07_CANNOT_RECEIVE,
-            ErrorCode::F08_AMOUNT_TOO_LARGE,
-            ErrorCode::F09_INVALID_PEER_RESPONSE,
-            ErrorCode::F99_APPLICATION_ERROR,
-            ErrorCode::T00_INTERNAL_ERROR,
-            ErrorCode::T01_PEER_UNREACHABLE,
-            ErrorCode::T02_PEER_BUSY,
-            ErrorCode::T03_CONNECTOR_BUSY,
-            ErrorCode::T04_INSUFFICIENT_LIQUIDITY,
-            ErrorCode::T05_RATE_LIMITED,
-            ErrorCode::T99_APPLICATION_ERROR,
-            ErrorCode::R00_TRANSFER_TIMED_OUT,
-            ErrorCode::R01_INSUFFICIENT_SOURCE_AMOUNT,
-            ErrorCode::R02_INSUFFICIENT_TIMEOUT,
-            ErrorCode::R99_APPLICATION_ERROR,
-        ];
-        for c in all {
+        for (i, c) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(ErrorCode::from_bytes(*c.as_bytes()), Ok(c));
             assert_ne!(c.name(), "Unknown", "{c:?}");
+            assert!(!ErrorCode::ALL[..i].contains(&c), "{c:?} twice");
         }
     }
 }

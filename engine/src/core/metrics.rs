@@ -16,30 +16,7 @@ use crossbeam::utils::CachePadded;
 use super::ErrorCode;
 
 /// Reject codes counted by name; anything else is "other".
-pub const CODES: [ErrorCode; 22] = [
-    ErrorCode::F00_BAD_REQUEST,
-    ErrorCode::F01_INVALID_PACKET,
-    ErrorCode::F02_UNREACHABLE,
-    ErrorCode::F03_INVALID_AMOUNT,
-    ErrorCode::F04_INSUFFICIENT_DESTINATION_AMOUNT,
-    ErrorCode::F05_WRONG_CONDITION,
-    ErrorCode::F06_UNEXPECTED_PAYMENT,
-    ErrorCode::F07_CANNOT_RECEIVE,
-    ErrorCode::F08_AMOUNT_TOO_LARGE,
-    ErrorCode::F09_INVALID_PEER_RESPONSE,
-    ErrorCode::F99_APPLICATION_ERROR,
-    ErrorCode::T00_INTERNAL_ERROR,
-    ErrorCode::T01_PEER_UNREACHABLE,
-    ErrorCode::T02_PEER_BUSY,
-    ErrorCode::T03_CONNECTOR_BUSY,
-    ErrorCode::T04_INSUFFICIENT_LIQUIDITY,
-    ErrorCode::T05_RATE_LIMITED,
-    ErrorCode::T99_APPLICATION_ERROR,
-    ErrorCode::R00_TRANSFER_TIMED_OUT,
-    ErrorCode::R01_INSUFFICIENT_SOURCE_AMOUNT,
-    ErrorCode::R02_INSUFFICIENT_TIMEOUT,
-    ErrorCode::R99_APPLICATION_ERROR,
-];
+pub const CODES: [ErrorCode; 22] = ErrorCode::ALL;
 
 /// Single-writer increment: no `lock` prefix; readers see whole values.
 #[inline(always)]
