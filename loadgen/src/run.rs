@@ -311,6 +311,21 @@ pub fn open_receive_side(cfg: &RunConfig, recv_threads: usize) -> Result<Receive
     })
 }
 
+/// Set by Ctrl-C or SIGTERM: the run in progress ends early but still
+/// reports (and a sweep stops); a second signal exits at once (status 130).
+pub fn interrupted() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
+            let _ = signal_hook::flag::register(sig, flag.clone());
+        }
+        flag
+    })
+    .clone()
+}
+
 /// Runs the load described by `cfg`.
 pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     let secret = Secret::from_seed(cfg.seed);
@@ -480,13 +495,16 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         let _ = g.send(Some((clock, timing)));
     }
     let started = Instant::now();
+    let interrupted = interrupted();
     let show = cfg.progress && std::io::stderr().is_terminal();
     let mut last = (0u64, 0u64);
     let mut tick = 1u64;
     while send_handles.iter().any(|h| !h.is_finished()) {
         std::thread::sleep(Duration::from_millis(20));
         // Belt and braces: the senders stop themselves at hard_stop.
-        if clock.now_ns() > timing.hard_stop_ns + 2_000_000_000 {
+        if clock.now_ns() > timing.hard_stop_ns + 2_000_000_000
+            || interrupted.load(Ordering::Relaxed)
+        {
             stop_send.store(true, Ordering::Relaxed);
         }
         if show && started.elapsed() >= Duration::from_secs(tick) {

@@ -54,6 +54,9 @@ pub fn sweep(
         };
         on_point(&point);
         points.push(point);
+        if run::interrupted().load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
         if !meets && !all {
             break;
         }
