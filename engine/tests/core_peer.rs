@@ -196,3 +196,18 @@ fn echo_errors() {
     assert!(!a.iter().any(|x| matches!(x, Action::Forward { .. })));
     assert_eq!(h.snapshot("alice"), (0, 0, 0));
 }
+
+#[test]
+fn echo_never_sends_a_pong_to_a_peer_address() {
+    // Digest §2.7 rule 11: nothing to `peer.*` is forwarded, even a pong
+    // built from a ping's source address, and even with a matching route.
+    let cfg = format!("{BASE}\n[[routes]]\nprefix = \"peer.x\"\naccount = \"bob\"\n");
+    let mut h = Harness::new(&cfg);
+    let (_, cond) = pair(11);
+    let ping = prepare(5, T0_MS + 20_000, NODE, &cond, &ping_data("peer.x.y"));
+    let (_, a) = h.send("alice", ping);
+    assert!(!a.iter().any(|x| matches!(x, Action::Forward { .. })));
+    assert_own_reject(&a, ErrorCode::F02_UNREACHABLE);
+    assert_eq!(h.snapshot("alice"), (0, 0, 0));
+    assert_eq!(h.snapshot("bob"), (0, 0, 0));
+}

@@ -124,6 +124,17 @@ impl Core {
                 return self.reject(from, ErrorCode::F01_INVALID_PACKET, &msg, &[], out);
             }
         };
+        // RFC 15 / digest §2.7 rule 11: a pong to `peer.*` would be forwarded
+        // (on_prepare's local handling is bypassed here), so refuse it.
+        if source.starts_with(peer::PEER_SCHEME) {
+            return self.reject(
+                from,
+                ErrorCode::F02_UNREACHABLE,
+                "an echo pong is never sent to a peer.* address",
+                &[],
+                out,
+            );
+        }
         // The pong: same amount, expiry and condition, to the ping's source;
         // it goes through the normal path (route, rate, expiry shortening),
         // and its reply answers the ping (ilp-connector v23, interledger-rs).
