@@ -155,3 +155,71 @@ min_balance = -9000000000000000000
         3 * num(&pk["fulfilled"])
     );
 }
+
+#[test]
+fn loadgen_pay_through_ilpd() {
+    let port = free_port();
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = format!(
+        r#"
+[node]
+address = "test.ilpd"
+listen = "127.0.0.1:{port}"
+log_level = "warn"
+
+[[accounts]]
+id = "payer"
+relation = "child"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "payer-tok"
+max_balance = 1000000000
+
+[[accounts]]
+id = "payee"
+relation = "child"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "payee-tok"
+min_balance = -1000000000
+"#
+    );
+    let _ilpd = ilpd_tests::ilpd::start(&config, listen, "ilpd-for-pay");
+    let send = format!("btp+ws://payer:payer-tok@127.0.0.1:{port}/");
+    let recv = format!("btp+ws://payee:payee-tok@127.0.0.1:{port}/");
+    // One-shot: the receiver saw exactly the amount (1:1, same asset).
+    let mut cmd = Command::new(bin_path("ilp-loadgen"));
+    cmd.args([
+        "pay", "--send", &send, "--recv", &recv, "--amount", "500", "-q",
+    ]);
+    let (s, p) = run_with_timeout(cmd, "lg-pay-ilpd", Duration::from_secs(30));
+    let out = p.stdout_text();
+    assert!(s.success(), "{out}{}", p.stderr_text());
+    assert!(
+        out.contains("payment to test.ilpd.payee: fulfilled, delivered 500"),
+        "{out}"
+    );
+    // Chunked: 2,000 delivered through ilpd, every chunk seen on both ends.
+    let mut cmd = Command::new(bin_path("ilp-loadgen"));
+    cmd.args([
+        "pay",
+        "--send",
+        &send,
+        "--recv",
+        &recv,
+        "--chunked",
+        "--amount",
+        "2000",
+        "--max-chunk",
+        "100",
+        "--deadline",
+        "20s",
+    ]);
+    let (s, p) = run_with_timeout(cmd, "lg-pay-chunked-ilpd", Duration::from_secs(60));
+    let out = p.stdout_text();
+    assert!(s.success(), "{out}{}", p.stderr_text());
+    assert!(out.contains("done — delivered"), "{out}");
+    let incoming = out.matches("IncomingFulfill").count();
+    assert!(incoming >= 20, "{out}");
+    assert_eq!(incoming, out.matches("OutgoingFulfill").count(), "{out}");
+}
