@@ -456,3 +456,126 @@ fn loadgen_hdr_log_and_sweep() {
     assert!(v["best_rate"].is_null(), "{v}");
     assert!(out.contains("no rate met"), "{out}");
 }
+
+/// A fake BTP server: accepts the upgrade and auth, then answers every
+/// ILP Prepare with garbage (alternately a Response whose ILP packet is
+/// malformed, and bytes that are not BTP at all).
+fn garbage_btp_server(l: std::net::TcpListener) {
+    use bytes::BytesMut;
+    use ilpd_codec::btp::{self, Btp};
+    use ilpd_codec::ws::{self, Decoder, Message, Opcode, Role};
+    use std::io::{Read, Write};
+    l.set_nonblocking(true).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut handles = Vec::new();
+    while Instant::now() < end && handles.len() < 2 {
+        let Ok((mut s, _)) = l.accept() else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        handles.push(std::thread::spawn(move || {
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = BytesMut::new();
+            let mut tmp = [0u8; 4096];
+            loop {
+                if let Ok(Some((hs, n))) = ws::parse_client_handshake(&buf) {
+                    let mut out = BytesMut::new();
+                    ws::write_server_handshake(&mut out, &ws::accept_key(hs.key));
+                    s.write_all(&out).unwrap();
+                    let _ = buf.split_to(n);
+                    break;
+                }
+                match s.read(&mut tmp) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                }
+            }
+            let mut dec = Decoder::new(Role::Server, 1 << 20);
+            let mut authed = false;
+            let mut k = 0u32;
+            loop {
+                while let Ok(Some(m)) = dec.decode(&mut buf) {
+                    let Message::Binary(p) = m else { continue };
+                    let Ok(b) = Btp::new_checked(&p[..]) else {
+                        continue;
+                    };
+                    let mut reply = BytesMut::new();
+                    if !authed {
+                        authed = true;
+                        btp::write_empty_response(&mut reply, b.request_id());
+                    } else if b.ilp().is_some() {
+                        k += 1;
+                        if k % 2 == 0 {
+                            btp::write_ilp_response(&mut reply, b.request_id(), b"\x0d\x05junk!");
+                        } else {
+                            reply.extend_from_slice(b"\x01\x02");
+                        }
+                    } else {
+                        continue;
+                    }
+                    let mut frame = BytesMut::new();
+                    ws::write_frame(&mut frame, Opcode::Binary, &reply, None);
+                    if s.write_all(&frame).is_err() {
+                        return;
+                    }
+                }
+                match s.read(&mut tmp) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                }
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+#[test]
+fn loadgen_malformed_replies_are_counted_not_fatal() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || garbage_btp_server(l));
+    let url = format!("btp+ws://x:y@127.0.0.1:{port}/");
+    let t = Instant::now();
+    let (status, v, p) = run_json(
+        "lg-garbage",
+        &[
+            "run",
+            "--send",
+            &url,
+            "--recv",
+            &url,
+            "--recv-address",
+            "test.fake",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--window",
+            "4",
+            "--drain",
+            "1s",
+        ],
+        Duration::from_secs(30),
+    );
+    // Nothing was fulfilled: exit 1, with a report and no panic.
+    assert_eq!(status.code(), Some(1), "{}", p.stderr_text());
+    assert!(!p.stderr_text().contains("panicked"), "{}", p.stderr_text());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(u(&v, &["packets", "fulfilled"]), 0);
+    assert!(
+        u(&v, &["packets", "transport_errors"]) >= 1,
+        "{}",
+        v["packets"]
+    );
+    let errors = v["errors"].to_string();
+    assert!(errors.contains("malformed ILP reply"), "{errors}");
+    assert!(errors.contains("malformed BTP packet"), "{errors}");
+    assert!(
+        errors.contains(&format!("send link btp+ws://127.0.0.1:{port}/")),
+        "{errors}"
+    );
+    let _ = server.join();
+}
