@@ -506,7 +506,7 @@ fn garbage_btp_server(l: std::net::TcpListener) {
                         btp::write_empty_response(&mut reply, b.request_id());
                     } else if b.ilp().is_some() {
                         k += 1;
-                        if k % 2 == 0 {
+                        if k.is_multiple_of(2) {
                             btp::write_ilp_response(&mut reply, b.request_id(), b"\x0d\x05junk!");
                         } else {
                             reply.extend_from_slice(b"\x01\x02");
