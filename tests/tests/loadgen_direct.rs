@@ -118,11 +118,16 @@ fn loadgen_direct_http_reconciles_exactly() {
             "16",
             "--conns",
             "2",
+            "--threads",
+            "2",
+            "--recv-threads",
+            "2",
             "--strict",
         ],
         Duration::from_secs(30),
     );
     assert!(status.success(), "{status}: {}", p.stderr_text());
+    assert_eq!(v["settings"]["sender_threads"], 2);
     assert_exact_reconciliation(&v);
     assert!(u(&v, &["packets", "fulfilled"]) > 500, "{}", v["packets"]);
 }
