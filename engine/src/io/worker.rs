@@ -463,11 +463,15 @@ impl Worker {
     /// Writes every connection's output once. Past `write_buffer_limit` on
     /// any connection the worker stops reading (so peers feeding it slow
     /// down) until all are below half; past twice the limit, or over the
-    /// limit for [`SLOW_READER_MS`], the connection is closed as a slow
-    /// reader: a peer that stops reading cannot grow our memory without
-    /// bound nor stall the worker.
+    /// limit (over half of it while paused) for [`SLOW_READER_MS`], the
+    /// connection is closed as a slow reader: a peer that stops reading
+    /// cannot grow our memory without bound nor stall the worker.
     fn flush_dirty(&mut self, now: Now) {
         let limit = self.knobs.write_buffer_limit;
+        // While paused, any connection above half the limit keeps the worker
+        // paused, so its stall clock runs from there: a peer that stops
+        // reading just under the limit cannot stall the worker for good.
+        let stall_from = if self.paused { limit / 2 } else { limit };
         let mut max_left = 0usize;
         let list = std::mem::take(&mut self.dirty);
         let mut slow = Vec::new();
@@ -487,7 +491,7 @@ impl Worker {
                     continue;
                 }
             }
-            if c.wbuf.len() <= limit {
+            if c.wbuf.len() <= stall_from {
                 c.over_limit_since = None;
             } else if c.over_limit_since.is_none() {
                 c.over_limit_since = Some(now.unix_ms);
@@ -512,7 +516,7 @@ impl Worker {
             self.close(
                 slot,
                 CloseReason::SlowReader,
-                "output buffer over twice write_buffer_limit",
+                "output buffer over twice write_buffer_limit, or not draining for 5 s",
                 now,
             );
         }
