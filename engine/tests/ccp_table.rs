@@ -50,14 +50,14 @@ fn routes_are_learned_and_each_change_is_one_epoch() {
     assert_eq!(learned(&c), vec![l("test.x", BOB), l("test.y", BOB)]);
     assert_eq!(c.epoch(), e0 + 2);
     assert_eq!(c.peer_epoch(BOB), Some(2));
-    assert!(c.take_learned_change().is_some());
-    assert!(c.take_learned_change().is_none(), "reported once");
+    assert!(c.take_learned_change(T0).is_some());
+    assert!(c.take_learned_change(T0).is_none(), "reported once");
 
     // The same routes again: nothing changes, no epoch.
     let u = Upd::new(2, 3).routes(vec![route("test.x", &["test.peer"])]);
     assert_eq!(c.on_route_update(T0, BOB, &u.bytes()), Ok(()));
     assert_eq!(c.epoch(), e0 + 2);
-    assert!(c.take_learned_change().is_none());
+    assert!(c.take_learned_change(T0).is_none());
 
     // A new path for the best route is a change (it is re-advertised).
     let u = Upd::new(3, 4).routes(vec![route("test.x", &["test.peer", "test.z"])]);
@@ -202,7 +202,7 @@ fn routes_expire_after_hold_down_unless_refreshed() {
     let out = c.poll(T0 + 5_000);
     assert_eq!(learned(&c), vec![]);
     assert_eq!(c.stats().expiries, 1);
-    assert!(c.take_learned_change().is_some());
+    assert!(c.take_learned_change(T0 + 5_000).is_some());
     // We ask the peer again, from epoch 0 of its table.
     let ctl = out
         .iter()
@@ -485,4 +485,25 @@ fn metrics_show_the_learned_table() {
     assert!(text.contains("ilpd_ccp_route{prefix=\"test.z\",next_hop=\"dave\",path_len=\"2\"} 1\n"));
     assert!(text.contains("ilpd_ccp_rejected_total{request=\"update\",reason=\"not_allowed\"} 1\n"));
     assert!(text.contains("ilpd_ccp_updates_received_total 3\n"));
+}
+
+#[test]
+fn big_tables_are_published_at_most_every_learned_over_500_ms() {
+    let mut c = me();
+    let names: Vec<String> = (0..2_000).map(|i| format!("test.r{i}")).collect();
+    let routes = names.iter().map(|n| route(n, &["test.b"])).collect();
+    let u = Upd::new(0, 1).routes(routes);
+    assert_eq!(c.on_route_update(T0, BOB, &u.bytes()), Ok(()));
+    let first = c
+        .take_learned_change(T0)
+        .expect("first publication at once");
+    assert_eq!(first.len(), 2_000);
+    // 2000 learned prefixes: at most one publication per 4 ms.
+    let u = Upd::new(1, 2).withdraw(vec!["test.r0"]);
+    assert_eq!(c.on_route_update(T0 + 1, BOB, &u.bytes()), Ok(()));
+    assert!(c.take_learned_change(T0 + 1).is_none(), "too soon");
+    assert!(c.next_deadline().is_some_and(|d| d <= T0 + 3));
+    let second = c.take_learned_change(T0 + 3).expect("due");
+    assert_eq!(second.len(), 1_999);
+    assert!(!second.iter().any(|(p, _)| &p[..] == b"test.r0"));
 }

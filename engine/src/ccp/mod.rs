@@ -253,6 +253,8 @@ pub struct Ccp {
     peers: Vec<PeerState>,
     table: Table,
     stats: CcpStats,
+    /// When the learned routes were last handed out for publication.
+    last_publish: Option<u64>,
 }
 
 impl Ccp {
@@ -296,6 +298,7 @@ impl Ccp {
                 .collect(),
             table,
             stats: CcpStats::default(),
+            last_publish: None,
             cfg,
         }
     }
@@ -742,6 +745,9 @@ impl Ccp {
         let timeout = REQUEST_EXPIRY_MS + 1_000;
         let mut next: Option<u64> = None;
         let mut at = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.publish_at() {
+            at(t);
+        }
         for p in &self.peers {
             if let Some(r) = &p.receiver {
                 if let Some(t) = r.expires_at {
@@ -769,10 +775,34 @@ impl Ccp {
         next
     }
 
-    /// The learned routes if they changed since the last call (to publish
-    /// into the routing snapshot).
-    pub fn take_learned_change(&mut self) -> Option<Vec<(Address, AccountId)>> {
-        self.table.take_dirty().then(|| self.learned_routes())
+    /// When the changed learned routes are next due for publication.
+    /// Publishing rebuilds the whole routing snapshot (about 0.5 µs per
+    /// prefix), so a big table is published at most every `learned / 500`
+    /// ms (100,000 prefixes: 200 ms), which bounds that work during a
+    /// resync to about a quarter of one core; small tables go at once.
+    fn publish_at(&self) -> Option<u64> {
+        if !self.table.is_dirty() {
+            return None;
+        }
+        let gap = (self.table.learned_count() / 500) as u64;
+        Some(self.last_publish.map_or(0, |t| t.saturating_add(gap)))
+    }
+
+    /// The learned routes (prefix, next hop) if they changed and are due
+    /// for publication into the routing snapshot at `now_ms`.
+    pub fn take_learned_change(&mut self, now_ms: u64) -> Option<Vec<(Box<[u8]>, AccountId)>> {
+        if !self.publish_at().is_some_and(|t| now_ms >= t) {
+            return None;
+        }
+        self.table.take_dirty();
+        self.last_publish = Some(now_ms);
+        Some(
+            self.table
+                .learned_routes()
+                .into_iter()
+                .map(|(p, a)| (Box::<[u8]>::from(p), a))
+                .collect(),
+        )
     }
 
     /// Every prefix whose best route is learned, with its next hop.

@@ -22,8 +22,8 @@ pub struct CcpHandle {
     deadline: AtomicU64,
 }
 
-/// Learned routes to publish into the routing snapshot.
-pub type LearnedRoutes = Vec<(Address, AccountId)>;
+/// Learned routes (prefix, next hop) to publish into the routing snapshot.
+pub type LearnedRoutes = Vec<(Box<[u8]>, AccountId)>;
 
 impl CcpHandle {
     pub fn new(ccp: Ccp) -> CcpHandle {
@@ -79,13 +79,19 @@ impl CcpHandle {
         }
     }
 
-    /// Runs `f` on the state machine; if the learned routes changed,
-    /// `publish` gets them while the lock is still held (so two workers
-    /// cannot publish out of order).
-    pub fn call<R>(&self, f: impl FnOnce(&mut Ccp) -> R, publish: impl FnOnce(LearnedRoutes)) -> R {
+    /// Runs `f` on the state machine at `now_ms`; if the learned routes
+    /// changed and are due, `publish` gets them while the lock is still held
+    /// (so two workers cannot publish out of order). Otherwise the next
+    /// `try_poll` publishes them.
+    pub fn call<R>(
+        &self,
+        now_ms: u64,
+        f: impl FnOnce(&mut Ccp) -> R,
+        publish: impl FnOnce(LearnedRoutes),
+    ) -> R {
         let mut c = self.ccp.lock();
         let r = f(&mut c);
-        if let Some(routes) = c.take_learned_change() {
+        if let Some(routes) = c.take_learned_change(now_ms) {
             publish(routes);
         }
         self.deadline
@@ -100,7 +106,7 @@ impl CcpHandle {
             return Vec::new();
         };
         let out = c.poll(now_ms);
-        if let Some(routes) = c.take_learned_change() {
+        if let Some(routes) = c.take_learned_change(now_ms) {
             publish(routes);
         }
         // Never in the past after a poll (no busy loop on a stale deadline).

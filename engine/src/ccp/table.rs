@@ -169,6 +169,11 @@ impl Table {
         self.entries.len() - self.tombstones
     }
 
+    /// Whether the learned forwarding view changed since `take_dirty`.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// Whether the learned forwarding view changed since the last call.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
@@ -186,7 +191,11 @@ impl Table {
         match e.learned.iter_mut().position(|l| l.from == route.from) {
             Some(i) if e.learned[i] == route => return false,
             Some(i) => e.learned[i] = route,
-            None => e.learned.push(route),
+            None => {
+                // Most prefixes have one route: no room for four.
+                e.learned.reserve_exact(1);
+                e.learned.push(route);
+            }
         }
         if was_tomb {
             self.tombstones -= 1;
