@@ -791,7 +791,7 @@ impl Ccp {
     /// The learned routes (prefix, next hop) if they changed and are due
     /// for publication into the routing snapshot at `now_ms`.
     pub fn take_learned_change(&mut self, now_ms: u64) -> Option<Vec<(Box<[u8]>, AccountId)>> {
-        if !self.publish_at().is_some_and(|t| now_ms >= t) {
+        if self.publish_at().is_none_or(|t| now_ms < t) {
             return None;
         }
         self.table.take_dirty();
