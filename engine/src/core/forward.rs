@@ -322,7 +322,6 @@ impl Core {
         if e.next_hop != from.0 {
             return self.metrics().dropped(Dropped::WrongAccount);
         }
-        use std::sync::atomic::Ordering::Relaxed;
         let kind = packet_type(&packet).ok();
         match kind {
             Some(PacketType::Fulfill) => {
@@ -357,18 +356,9 @@ impl Core {
                         bump(&c.rejects_in, 1);
                     }
                     self.pending.remove(out_id);
-                    release(
-                        &self.shared,
-                        e.from as usize,
-                        e.in_amount,
-                        e.next_hop as usize,
-                        e.out_amount,
-                    );
+                    self.unwind(now, &e);
                     // Digest §2.7 rule 7: relayed unchanged, the same bytes.
-                    let m = self.metrics();
-                    m.reject_sent(e.from, code);
-                    m.latency(now.mono_ns.saturating_sub(e.arrival_ns));
-                    m.in_flight.store(self.pending.len() as u64, Relaxed);
+                    self.metrics().reject_sent(e.from, code);
                     out.push(Action::Reply {
                         to: e.reply_to(),
                         packet,
@@ -393,6 +383,13 @@ impl Core {
     /// Releases an entry's reservations (already removed from the table) and
     /// rejects upstream with our own code.
     fn fail(&self, now: Now, e: &Entry, code: ErrorCode, message: &str, out: &mut Vec<Action>) {
+        self.unwind(now, e);
+        self.reject(e.reply_to(), code, message, &[], out);
+    }
+
+    /// An entry (already removed from the table) ends unpaid: give back both
+    /// reservations and record its latency and the in-flight gauge.
+    fn unwind(&self, now: Now, e: &Entry) {
         release(
             &self.shared,
             e.from as usize,
@@ -406,7 +403,6 @@ impl Core {
             self.pending.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        self.reject(e.reply_to(), code, message, &[], out);
     }
 
     /// A Forward could not be delivered (no connection, connection lost before the reply, write buffer full):
