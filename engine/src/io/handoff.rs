@@ -168,6 +168,16 @@ mod tests {
         }
     }
 
+    /// The out ids of the `Failed` items waiting in `rx` (0 for others).
+    fn failed_ids(rx: &Receiver<Handoff>) -> Vec<u32> {
+        rx.try_iter()
+            .map(|h| match h {
+                Handoff::Failed { out_id, .. } => out_id.0,
+                _ => 0,
+            })
+            .collect()
+    }
+
     #[test]
     fn full_queue_refuses_forwards_but_keeps_answers_in_order() {
         let (peers, rx, mut poll) = peers_with(2);
@@ -188,29 +198,11 @@ mod tests {
         poll.poll(&mut events, Some(std::time::Duration::from_secs(1)))
             .unwrap();
         assert!(events.iter().any(|e| e.token() == mio::Token(1)));
-        let ids: Vec<u32> = rx
-            .try_iter()
-            .map(|h| {
-                if let Handoff::Failed { out_id, .. } = h {
-                    out_id.0
-                } else {
-                    0
-                }
-            })
-            .collect();
+        let ids = failed_ids(&rx);
         assert_eq!(ids, vec![1, 2]);
         assert!(!ob.end_turn());
         assert!(ob.is_empty());
-        let ids: Vec<u32> = rx
-            .try_iter()
-            .map(|h| {
-                if let Handoff::Failed { out_id, .. } = h {
-                    out_id.0
-                } else {
-                    0
-                }
-            })
-            .collect();
+        let ids = failed_ids(&rx);
         assert_eq!(ids, vec![3]);
     }
 }
