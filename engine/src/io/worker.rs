@@ -988,7 +988,16 @@ impl Worker {
                             return;
                         };
                         let msg = format!("peer sent BTP error {}", btp_error_text(&payload));
-                        self.fail(o, ErrorCode::T01_PEER_UNREACHABLE, Cow::Owned(msg), now);
+                        // Digest §5.5/§5.6: a final (F..) BTP error becomes F00
+                        // so the sender does not retry it; others stay T01.
+                        let final_error =
+                            Btp::new_checked(&payload[..]).is_ok_and(|v| v.error_code()[0] == b'F');
+                        let code = if final_error {
+                            ErrorCode::F00_BAD_REQUEST
+                        } else {
+                            ErrorCode::T01_PEER_UNREACHABLE
+                        };
+                        self.fail(o, code, Cow::Owned(msg), now);
                     }
                     BtpType::Transfer => {
                         c.put_btp_error(
