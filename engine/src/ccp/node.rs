@@ -120,3 +120,62 @@ impl CcpHandle {
         self.ccp.lock().render_metrics(out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Relation;
+
+    #[test]
+    fn deadline_follows_the_state_machine_and_polls_publish() {
+        let addr = Address::new("test.me").expect("address");
+        let ccp = Ccp::new(
+            CcpConfig::new(addr.clone(), [1; 16]),
+            vec![PeerSettings::new("bob", Relation::Peer)],
+            vec![(addr, NextHop::Local)],
+        );
+        let h = CcpHandle::new(ccp);
+        assert_eq!(h.next_deadline(), None, "nothing to do before a link is up");
+        h.call(
+            0,
+            |c| c.on_link_up(0, AccountId(0)),
+            |_| panic!("nothing learned"),
+        );
+        assert_eq!(h.next_deadline(), Some(0), "the route control is due");
+        let out = h.try_poll(1_000, |_| panic!("nothing learned"));
+        assert_eq!(out.len(), 1);
+        // Never in the past after a poll: the control's timeout is next.
+        assert!(h.next_deadline().is_some_and(|d| d > 1_000));
+        // A learned route is published by the call that learned it.
+        let mut data = Vec::new();
+        ilpd_codec::peer::ccp::RouteUpdateRequest {
+            routing_table_id: [2; 16],
+            current_epoch_index: 1,
+            from_epoch_index: 0,
+            to_epoch_index: 1,
+            hold_down_time: 5_000,
+            speaker: b"test.bob",
+            new_routes: vec![ilpd_codec::peer::ccp::Route {
+                prefix: b"test.bob",
+                path: vec![b"test.bob"],
+                auth: [0; 32],
+                props: vec![],
+            }],
+            withdrawn_routes: vec![],
+        }
+        .write_to(&mut data);
+        let mut published = Vec::new();
+        let r = h.call(
+            1_000,
+            |c| c.on_route_update(1_000, AccountId(0), &data),
+            |r| published = r,
+        );
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            published,
+            vec![(Box::<[u8]>::from(&b"test.bob"[..]), AccountId(0))]
+        );
+        // The routes expire at 6000 unless refreshed.
+        assert!(h.next_deadline().is_some_and(|d| d <= 6_000));
+    }
+}
