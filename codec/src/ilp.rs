@@ -70,7 +70,7 @@ fn envelope(buf: &[u8], want: PacketType) -> Result<usize> {
     if ty != want {
         return Err(DecodeError::Invalid("unexpected ILP packet type"));
     }
-    let (len, used) = oer::read_length(&buf[1..])?;
+    let (len, used) = length_at(buf, 1)?;
     let start = 1 + used;
     let have = buf.len() - start;
     if len > have {
@@ -96,6 +96,52 @@ fn var_octets_at(
     }
     let start = base + r.position();
     r.read_bytes(len)?;
+    Ok((start, len))
+}
+
+/// Reads the length determinant at `at`: `(length, header bytes)`. The
+/// short form and the one- and two-byte long forms (every length an ILP
+/// field can have) are decoded inline with the same canonical-form rules
+/// as [`oer::read_length`], which handles the rest (digest §1).
+#[inline(always)]
+fn length_at(b: &[u8], at: usize) -> Result<(usize, usize)> {
+    match b.get(at) {
+        Some(&first) if first < 0x80 => Ok((first as usize, 1)),
+        Some(0x81) => match b.get(at + 1) {
+            Some(&len) if len >= 0x80 => Ok((len as usize, 2)),
+            Some(_) => Err(DecodeError::NonCanonical),
+            None => Err(DecodeError::Truncated),
+        },
+        Some(0x82) => match b.get(at + 1..at + 3) {
+            Some(&[hi, lo]) if hi != 0 => Ok((((hi as usize) << 8) | lo as usize, 3)),
+            Some(_) => Err(DecodeError::NonCanonical),
+            None => Err(DecodeError::Truncated),
+        },
+        Some(_) => long_length_at(b, at),
+        None => Err(DecodeError::Truncated),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn long_length_at(b: &[u8], at: usize) -> Result<(usize, usize)> {
+    oer::read_length(b.get(at..).unwrap_or(&[]))
+}
+
+/// Locates the VarOctetString at `at` that must end within `b`: returns
+/// its (absolute start, length). Plain offsets instead of a `Reader` keep
+/// the chain of dependent loads short (see [`Reject::new_checked`]).
+#[inline(always)]
+fn var_octets_in(b: &[u8], at: usize, max: usize, what: &'static str) -> Result<(usize, usize)> {
+    let (len, used) = length_at(b, at)?;
+    if len > max {
+        return Err(DecodeError::FieldTooLong(what));
+    }
+    let start = at + used;
+    // `start <= b.len()`: the determinant's bytes were read from `b`.
+    if len > b.len() - start {
+        return Err(DecodeError::Truncated);
+    }
     Ok((start, len))
 }
 
@@ -145,15 +191,27 @@ impl<T: AsRef<[u8]>> Prepare<T> {
     /// destination address and data of at most 32767 bytes.
     #[inline]
     pub fn new_checked(buf: T) -> Result<Self> {
+        // Fixed offsets, then plain offsets for the two variable fields
+        // (as in `Reject::new_checked`), rather than a `Reader`.
         let b = buf.as_ref();
         let content = envelope(b, PacketType::Prepare)?;
-        let mut r = Reader::new(&b[content..]);
-        r.read_bytes(EXPIRY_AT)?;
-        let expires_at = parse_ilp_timestamp(r.read_array::<17>()?)?;
-        r.read_array::<32>()?;
-        let destination = var_octets_at(&mut r, content, address::MAX_ADDRESS_LEN, "destination")?;
+        let at = content + EXPIRY_AT;
+        let timestamp: &[u8; 17] = b
+            .get(at..at + 17)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(DecodeError::Truncated)?;
+        let expires_at = parse_ilp_timestamp(timestamp)?;
+        if b.len() < content + DESTINATION_AT {
+            return Err(DecodeError::Truncated);
+        }
+        let destination = var_octets_in(
+            b,
+            content + DESTINATION_AT,
+            address::MAX_ADDRESS_LEN,
+            "destination",
+        )?;
         address::validate(slice(b, destination.0, destination.1))?;
-        let data = var_octets_at(&mut r, content, MAX_DATA_LEN, "data")?;
+        let data = var_octets_in(b, destination.0 + destination.1, MAX_DATA_LEN, "data")?;
         Ok(Prepare {
             buf,
             content,
@@ -435,16 +493,27 @@ impl<T: AsRef<[u8]>> Reject<T> {
     /// of at most 8191 bytes and data of at most 32767 bytes.
     #[inline]
     pub fn new_checked(buf: T) -> Result<Self> {
+        // Offsets into `b` rather than a `Reader`: with the `Reader` (and an
+        // out-of-line `var_octets_at`) each field's position went through
+        // memory, which made this slower than the larger Prepare.
         let b = buf.as_ref();
         let content = envelope(b, PacketType::Reject)?;
-        let mut r = Reader::new(&b[content..]);
-        let code = ErrorCode::from_bytes(*r.read_array::<3>()?)?;
-        let triggered_by = var_octets_at(&mut r, content, address::MAX_ADDRESS_LEN, "triggeredBy")?;
+        let code: &[u8; 3] = b
+            .get(content..content + 3)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(DecodeError::Truncated)?;
+        let code = ErrorCode::from_bytes(*code)?;
+        let triggered_by = var_octets_in(b, content + 3, address::MAX_ADDRESS_LEN, "triggeredBy")?;
         if triggered_by.1 != 0 {
             address::validate(slice(b, triggered_by.0, triggered_by.1))?;
         }
-        let message = var_octets_at(&mut r, content, MAX_MESSAGE_LEN, "message")?;
-        let data = var_octets_at(&mut r, content, MAX_DATA_LEN, "data")?;
+        let message = var_octets_in(
+            b,
+            triggered_by.0 + triggered_by.1,
+            MAX_MESSAGE_LEN,
+            "message",
+        )?;
+        let data = var_octets_in(b, message.0 + message.1, MAX_DATA_LEN, "data")?;
         Ok(Reject {
             buf,
             code,
@@ -889,5 +958,131 @@ mod tests {
             Fulfill::new_checked(f.build()).err(),
             Some(DecodeError::FieldTooLong("data"))
         );
+    }
+
+    #[test]
+    fn inline_length_matches_oer_read_length() {
+        let tails = [0u8, 1, 0x7f, 0x80, 0x81, 0xff];
+        let mut cases = 0;
+        for first in 0..=255u8 {
+            for &b1 in &tails {
+                for &b2 in &tails {
+                    let full = [first, b1, b2, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70];
+                    for cut in 1..=full.len() {
+                        let buf = &full[..cut];
+                        assert_eq!(length_at(buf, 0), oer::read_length(buf), "{buf:?}");
+                        let mut shifted = vec![0xee];
+                        shifted.extend_from_slice(buf);
+                        assert_eq!(length_at(&shifted, 1), oer::read_length(buf), "{buf:?}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert!(cases > 90_000);
+        assert_eq!(length_at(&[0x05], 1), Err(DecodeError::Truncated));
+    }
+
+    /// Builds a Reject by hand with the given raw determinant bytes for
+    /// each variable field.
+    fn raw_reject(code: &[u8], fields: [(&[u8], &[u8]); 3]) -> Vec<u8> {
+        let mut content = code.to_vec();
+        for (det, body) in fields {
+            content.extend_from_slice(det);
+            content.extend_from_slice(body);
+        }
+        let mut pkt = vec![14];
+        oer::put_length(&mut pkt, content.len());
+        pkt.extend_from_slice(&content);
+        pkt
+    }
+
+    #[test]
+    fn reject_long_form_lengths() {
+        let msg = vec![b'm'; 300];
+        let data = vec![b'd'; 200];
+        // Canonical 0x82 and 0x81 forms parse and point at the right bytes.
+        let ok = raw_reject(
+            b"T02",
+            [
+                (&[9], b"g.a.b.c.d"),
+                (&[0x82, 0x01, 0x2c], &msg),
+                (&[0x81, 200], &data),
+            ],
+        );
+        let r = Reject::new_checked(&ok[..]).unwrap();
+        assert_eq!(r.code(), ErrorCode::T02_PEER_BUSY);
+        assert_eq!(r.triggered_by(), b"g.a.b.c.d");
+        assert_eq!(r.message(), &msg[..]);
+        assert_eq!(r.data(), &data[..]);
+        assert!(r.trailing().is_empty());
+        // Non-canonical long forms of short lengths are refused.
+        for det in [
+            &[0x81, 0x05][..],
+            &[0x82, 0x00, 0x05],
+            &[0x83, 0x00, 0x00, 0x05],
+        ] {
+            let bad = raw_reject(b"T02", [(&[0], b""), (det, b"hello"), (&[0], b"")]);
+            assert_eq!(
+                Reject::new_checked(&bad[..]).err(),
+                Some(DecodeError::NonCanonical),
+                "{det:?}"
+            );
+        }
+        // A field running past the end, and a missing field.
+        let short = raw_reject(b"F02", [(&[0], b""), (&[0x0a], b"abc"), (&[], b"")]);
+        assert_eq!(
+            Reject::new_checked(&short[..]).err(),
+            Some(DecodeError::Truncated)
+        );
+        let missing = raw_reject(b"F02", [(&[0], b""), (&[0], b""), (&[], b"")]);
+        assert_eq!(
+            Reject::new_checked(&missing[..]).err(),
+            Some(DecodeError::Truncated)
+        );
+        // Limits hold through the long forms: 1024-byte triggeredBy,
+        // 32768-byte data.
+        let by = vec![b'a'; 1024];
+        let long_by = raw_reject(
+            b"F02",
+            [(&[0x82, 0x04, 0x00], &by), (&[0], b""), (&[0], b"")],
+        );
+        assert_eq!(
+            Reject::new_checked(&long_by[..]).err(),
+            Some(DecodeError::FieldTooLong("triggeredBy"))
+        );
+        let big = vec![0u8; 32_768];
+        let long_data = raw_reject(
+            b"F02",
+            [(&[0], b""), (&[0], b""), (&[0x82, 0x80, 0x00], &big)],
+        );
+        assert_eq!(
+            Reject::new_checked(&long_data[..]).err(),
+            Some(DecodeError::FieldTooLong("data"))
+        );
+        // Every truncation of a valid Reject fails without panicking.
+        for cut in 0..ok.len() {
+            assert!(Reject::new_checked(&ok[..cut]).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn prepare_truncations_and_long_data() {
+        let data = vec![7u8; 1000];
+        let p = PrepareBuilder {
+            amount: 5,
+            expires_at: Expiry(1_514_132_072_279),
+            execution_condition: &[1; 32],
+            destination: b"g.x.y",
+            data: &data,
+        }
+        .build();
+        let v = Prepare::new_checked(&p[..]).unwrap();
+        assert_eq!(v.data(), &data[..]);
+        assert_eq!(v.destination(), b"g.x.y");
+        assert_eq!(v.amount(), 5);
+        for cut in 0..p.len() {
+            assert!(Prepare::new_checked(&p[..cut]).is_err(), "cut {cut}");
+        }
     }
 }
