@@ -76,13 +76,8 @@ fn wrong_condition_is_f01_and_other_peer_destinations_f02() {
         let (_, a) = h.send("alice", prepare(0, T0_MS + 60_000, dest, &cond, b""));
         assert_own_reject(&a, ErrorCode::F01_INVALID_PACKET);
     }
-    for dest in [
-        "peer.route.control",
-        "peer.route.update",
-        "peer.settle",
-        "peer.whatever",
-        "peer.config.x",
-    ] {
+    // (peer.route.* is CCP now: engine/tests/ccp_core.rs.)
+    for dest in ["peer.settle", "peer.whatever", "peer.config.x"] {
         let (_, a) = h.send("alice", peer_request(dest));
         assert_own_reject(&a, ErrorCode::F02_UNREACHABLE);
     }

@@ -159,15 +159,17 @@ impl AccountState {
         }
     }
 
-    pub fn connection_opened(&self) {
-        self.connections.fetch_add(1, AcqRel);
+    /// Returns whether this is the account's first live connection.
+    pub fn connection_opened(&self) -> bool {
+        self.connections.fetch_add(1, AcqRel) == 0
     }
 
-    /// Never goes below zero, whatever IO reports.
-    pub fn connection_closed(&self) {
-        let _ = self
-            .connections
-            .fetch_update(AcqRel, Acquire, |c| c.checked_sub(1));
+    /// Never goes below zero, whatever IO reports. Returns whether that was
+    /// the account's last live connection.
+    pub fn connection_closed(&self) -> bool {
+        self.connections
+            .fetch_update(AcqRel, Acquire, |c| c.checked_sub(1))
+            == Ok(1)
     }
 
     #[inline]

@@ -23,6 +23,7 @@ use super::pending::{Entry, NewEntry, Pending};
 use super::rates::ConvertError;
 use super::routing::TableCache;
 use super::{AccountId, Action, ErrorCode, Now, OutId, ReplyTo, Shared, LOCAL};
+use crate::ccp::Kind as CcpKind;
 
 /// Per-worker forwarding state: pending table (bounded by node.max_in_flight, past it T03),
 /// timer wheel, the batch of Fulfills waiting for verification. Not Sync; one per worker.
@@ -322,6 +323,13 @@ impl Core {
         if e.next_hop != from.0 {
             return self.metrics().dropped(Dropped::WrongAccount);
         }
+        if e.from == LOCAL.0 {
+            // The reply to one of our own CCP requests (digest §4.10.2:
+            // a Fulfill with 32 zero bytes, or a Reject).
+            self.pending.remove(out_id);
+            let ok = ilpd_codec::peer::ccp::parse_ccp_response(&packet).is_ok();
+            return self.ccp_reply(now, &e, ok);
+        }
         let kind = packet_type(&packet).ok();
         match kind {
             Some(PacketType::Fulfill) => {
@@ -383,6 +391,10 @@ impl Core {
     /// Releases an entry's reservations (already removed from the table) and
     /// rejects upstream with our own code.
     fn fail(&self, now: Now, e: &Entry, code: ErrorCode, message: &str, out: &mut Vec<Action>) {
+        if e.from == LOCAL.0 {
+            // One of our CCP requests: nobody upstream to answer.
+            return self.ccp_reply(now, e, false);
+        }
         self.unwind(now, e);
         self.reject(e.reply_to(), code, message, &[], out);
     }
@@ -518,6 +530,81 @@ impl Core {
     /// It may be early (never late): a woken worker just calls `on_timers`.
     pub fn next_deadline(&self) -> Option<u64> {
         self.pending.next_deadline()
+    }
+
+    /// Earliest unix_ms at which route broadcasting (CCP) has work: a
+    /// route control or update to send, routes to expire or to publish.
+    /// One atomic load.
+    pub fn ccp_deadline(&self) -> Option<u64> {
+        self.shared.ccp.next_deadline()
+    }
+
+    /// Sends the CCP requests that are due, expires and publishes learned
+    /// routes (docs/ccp.md). Any worker may call it once `ccp_deadline` has
+    /// passed; one of them at a time does the work. The requests are
+    /// pending entries of this worker (marked as ours with `LOCAL`), so
+    /// their replies, failures and expiries come back here and go to CCP.
+    pub fn on_ccp_timers(&mut self, now: Now, out: &mut Vec<Action>) {
+        if self.ccp_deadline().is_none_or(|d| d > now.unix_ms) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let requests = shared
+            .ccp
+            .try_poll(now.unix_ms, |r| shared.publish_learned(r));
+        for o in requests {
+            let out_expiry = Prepare::new_checked(&o.packet[..])
+                .map_or(now.unix_ms + crate::ccp::REQUEST_EXPIRY_MS, |p| {
+                    p.expires_at().0
+                });
+            let new = NewEntry {
+                // LOCAL marks our own request; request_id says which kind.
+                origin: ReplyTo {
+                    account: LOCAL,
+                    conn: 0,
+                    request_id: match o.kind {
+                        CcpKind::Control => 0,
+                        CcpKind::Update => 1,
+                    },
+                },
+                next_hop: o.to,
+                in_amount: 0,
+                out_amount: 0,
+                condition: ilpd_codec::types::PEER_PROTOCOL_CONDITION.0,
+                out_expiry,
+                arrival_ns: now.mono_ns,
+            };
+            match self.pending.insert(new) {
+                Some(out_id) => out.push(Action::Forward {
+                    to: o.to,
+                    out_id,
+                    packet: o.packet,
+                }),
+                None => shared.ccp.call(
+                    now.unix_ms,
+                    |c| c.on_reply(now.unix_ms, o.to, o.kind, false),
+                    |r| shared.publish_learned(r),
+                ),
+            }
+        }
+    }
+
+    /// Hands the outcome of one of our CCP requests back to CCP.
+    fn ccp_reply(&self, now: Now, e: &Entry, ok: bool) {
+        let kind = match e.request_id {
+            0 => CcpKind::Control,
+            _ => CcpKind::Update,
+        };
+        let shared = &self.shared;
+        shared.ccp.call(
+            now.unix_ms,
+            |c| c.on_reply(now.unix_ms, e.next_hop(), kind, ok),
+            |r| shared.publish_learned(r),
+        );
+        self.metrics().in_flight.store(
+            self.pending.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     pub fn in_flight(&self) -> usize {

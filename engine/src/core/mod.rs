@@ -10,6 +10,8 @@ use bytes::BytesMut;
 use ilpd_codec::address::Address;
 use ilpd_codec::sha256::{self, BatchVerifier};
 
+use crate::ccp::node::LearnedRoutes;
+use crate::ccp::CcpHandle;
 use crate::config::{AccountConfig, Config, ConfigError, Relation};
 
 mod accounts;
@@ -88,6 +90,9 @@ pub struct Shared {
     max_in_flight: usize,
     verifier: BatchVerifier,
     metrics: Metrics,
+    /// Route broadcasting (docs/ccp.md): cold path, behind a mutex; its
+    /// deadline is an atomic read by every worker.
+    ccp: CcpHandle,
 }
 
 impl Shared {
@@ -151,6 +156,7 @@ impl Shared {
         // bouncing to a parent's default route.
         local.push((Box::<[u8]>::from(node_address.as_bytes()), LOCAL));
         let mut fixed = Vec::with_capacity(cfg.routes.len());
+        let mut statics = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let to = *by_name.get(&r.account).ok_or_else(|| {
                 ConfigError::new(
@@ -159,7 +165,11 @@ impl Shared {
                 )
             })?;
             fixed.push((Box::<[u8]>::from(r.prefix.as_bytes()), to));
+            if let Ok(a) = Address::new(&r.prefix) {
+                statics.push((a, to));
+            }
         }
+        let ccp = CcpHandle::from_config(cfg, &node_address, &addresses, &statics);
         Ok(Arc::new(Shared {
             node_address,
             configs: cfg.accounts.clone(),
@@ -172,6 +182,7 @@ impl Shared {
             max_in_flight: node.max_in_flight,
             verifier,
             metrics: Metrics::new(cfg.worker_count(), n),
+            ccp,
         }))
     }
 
@@ -219,15 +230,25 @@ impl Shared {
         found
     }
 
+    /// The account's first connection is CCP's link up (docs/ccp.md).
     pub fn connection_opened(&self, id: AccountId) {
         if let Some(s) = self.states.get(id.0 as usize) {
-            s.connection_opened();
+            if s.connection_opened() {
+                // Time 0: the route control is due at the next CCP poll.
+                self.ccp
+                    .call(0, |c| c.on_link_up(0, id), |r| self.publish_learned(r));
+            }
         }
     }
 
+    /// The account's last connection closing is CCP's link down: the
+    /// routes it gave us are withdrawn at once.
     pub fn connection_closed(&self, id: AccountId) {
         if let Some(s) = self.states.get(id.0 as usize) {
-            s.connection_closed();
+            if s.connection_closed() {
+                self.ccp
+                    .call(0, |c| c.on_link_down(0, id), |r| self.publish_learned(r));
+            }
         }
     }
 
@@ -253,6 +274,17 @@ impl Shared {
     /// Segment-aware longest-prefix route lookup (what forwarding uses).
     pub fn route(&self, destination: &[u8]) -> Option<AccountId> {
         self.router.lookup(destination)
+    }
+
+    /// The node's CCP state (route broadcasting).
+    pub fn ccp(&self) -> &CcpHandle {
+        &self.ccp
+    }
+
+    /// Publishes CCP's learned routes into the routing snapshot (workers
+    /// see it at their next lookup, without locking).
+    pub(crate) fn publish_learned(&self, routes: LearnedRoutes) {
+        self.router.set_learned(routes);
     }
 
     /// Replaces the learned (CCP) routes; static and local routes still win.
@@ -288,7 +320,9 @@ impl Shared {
                 }
             })
             .collect();
-        self.metrics.render(&views)
+        let mut text = self.metrics.render(&views);
+        self.ccp.render_metrics(&mut text);
+        text
     }
 
     /// Per-worker loop statistics IO records (relaxed atomics, written by one worker only).

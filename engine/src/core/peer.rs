@@ -1,11 +1,11 @@
 //! Packets the connector answers itself (digest §4.10): `peer.config`
-//! (IL-DCP), `peer.balance`, and echo (a ping to our own address). Other
-//! `peer.*` destinations get F02 (DESIGN; `peer.route.*` too until CCP
-//! exists). None of them is ever forwarded.
+//! (IL-DCP), `peer.balance`, `peer.route.*` (CCP, handed to `crate::ccp`),
+//! and echo (a ping to our own address). Other `peer.*` destinations get
+//! F02 (DESIGN). None of them is ever forwarded.
 
 use bytes::BytesMut;
 use ilpd_codec::ilp::{Prepare, PrepareBuilder};
-use ilpd_codec::peer::{self, balance, echo, ildcp, PeerProtocol};
+use ilpd_codec::peer::{self, balance, ccp, echo, ildcp, PeerProtocol};
 use ilpd_codec::types::PEER_PROTOCOL_CONDITION;
 
 use super::forward::Core;
@@ -16,7 +16,7 @@ impl Core {
     /// A Prepare to `peer.*` from an authenticated peer.
     pub(super) fn peer_protocol(
         &mut self,
-        _now: Now,
+        now: Now,
         from: ReplyTo,
         p: Prepare<BytesMut>,
         out: &mut Vec<Action>,
@@ -51,10 +51,25 @@ impl Core {
                 )),
             },
             Some(PeerProtocol::Balance) => Ok(BytesMut::new()), // built after settling, below
-            Some(PeerProtocol::RouteControl | PeerProtocol::RouteUpdate) => Err((
-                ErrorCode::F02_UNREACHABLE,
-                "route broadcasting (CCP) is not supported".to_string(),
-            )),
+            // Digest §4.10.2: CCP (docs/ccp.md); a Fulfill with 32 zero
+            // bytes, or a Reject whose code says why (counted by CCP).
+            Some(kind @ (PeerProtocol::RouteControl | PeerProtocol::RouteUpdate)) => {
+                let (account, data) = (from.account, p.data());
+                shared
+                    .ccp()
+                    .call(
+                        now.unix_ms,
+                        |c| match kind {
+                            PeerProtocol::RouteControl => {
+                                c.on_route_control(now.unix_ms, account, data)
+                            }
+                            _ => c.on_route_update(now.unix_ms, account, data),
+                        },
+                        |r| shared.publish_learned(r),
+                    )
+                    .map(|()| ccp::ccp_response_fulfill())
+                    .map_err(|e| (e.code, e.message))
+            }
             _ => Err((
                 ErrorCode::F02_UNREACHABLE,
                 format!("unknown peer protocol {}", p.destination_str()),
