@@ -114,6 +114,31 @@ pub struct Args {
     /// account, in ms; doubles up to 30 s [default: 100].
     #[arg(long, value_name = "MS")]
     pub reconnect_initial: Option<u64>,
+
+    /// node.http_listen: ILP-over-HTTP listen address, bound by every worker
+    /// with SO_REUSEPORT; "none" disables it [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<String>,
+
+    /// node.http_callback_url: the Callback-Url sent on http-async links
+    /// [default: http://<http_listen>/ilp].
+    #[arg(long, value_name = "URL")]
+    pub http_callback_url: Option<String>,
+
+    /// node.http_max_body: largest HTTP request or response body, in bytes
+    /// [default: 40000].
+    #[arg(long, value_name = "BYTES")]
+    pub http_max_body: Option<usize>,
+
+    /// node.idempotency_capacity: answered requests remembered for the
+    /// idempotent links (btp-i, http-oer-*), node-wide [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub idempotency_capacity: Option<usize>,
+
+    /// node.idempotency_ttl_ms: how long they are remembered, in ms
+    /// [default: 120000].
+    #[arg(long, value_name = "MS")]
+    pub idempotency_ttl: Option<u64>,
 }
 
 /// Parses an address flag where "none" (or "off") switches the listener off.
@@ -220,6 +245,21 @@ impl Args {
         }
         if let Some(v) = self.reconnect_initial {
             n.reconnect_initial_ms = v;
+        }
+        if let Some(v) = &self.http_listen {
+            n.http_listen = optional_addr("node.http_listen", v)?;
+        }
+        if let Some(v) = &self.http_callback_url {
+            n.http_callback_url = Some(v.clone());
+        }
+        if let Some(v) = self.http_max_body {
+            n.http_max_body = v;
+        }
+        if let Some(v) = self.idempotency_capacity {
+            n.idempotency_capacity = v;
+        }
+        if let Some(v) = self.idempotency_ttl {
+            n.idempotency_ttl_ms = v;
         }
         Ok(())
     }

@@ -12,6 +12,8 @@ use std::path::Path;
 use ilpd_codec::address::Address;
 use serde::Deserialize;
 
+use crate::http::{HttpUrl, LinkKind};
+
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -114,6 +116,24 @@ pub struct NodeConfig {
     /// Delay before the first reconnect of a client-side BTP account; doubles up to 30 s.
     #[serde(default = "default_reconnect_initial_ms")]
     pub reconnect_initial_ms: u64,
+    /// ILP-over-HTTP listener (all HTTP link kinds); off when absent. Every
+    /// worker binds it with SO_REUSEPORT. Plain HTTP: put a TLS terminator
+    /// in front for https (docs/http.md).
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
+    /// The `Callback-Url` sent on `http-async` links; defaults to
+    /// `http://<http_listen>/ilp`.
+    #[serde(default)]
+    pub http_callback_url: Option<String>,
+    /// Largest HTTP request or response body; larger requests get `413`.
+    #[serde(default = "default_http_max_body")]
+    pub http_max_body: usize,
+    /// How many answered requests idempotent links (btp-i, http-oer-*)
+    /// remember, node-wide, and for how long.
+    #[serde(default = "default_idempotency_capacity")]
+    pub idempotency_capacity: usize,
+    #[serde(default = "default_idempotency_ttl_ms")]
+    pub idempotency_ttl_ms: u64,
 }
 
 /// How an account relates to us (RFC 34 / ilp-connector).
@@ -149,6 +169,25 @@ pub struct AccountConfig {
     /// Client side: connections to open; 0 means one per worker.
     #[serde(default)]
     pub connections: usize,
+    /// Which bilateral link this peer speaks: btp (default), btp-i, http,
+    /// http-async, http-oer-sync, http-oer-async (digest §6).
+    #[serde(default)]
+    pub link: LinkKind,
+    /// HTTP links: where we POST this peer's packets (`http://host:port/path`),
+    /// with `outgoing_token` as the bearer token.
+    #[serde(default)]
+    pub http_url: Option<String>,
+    /// HTTP links: keep-alive connections per worker to `http_url`.
+    #[serde(default = "default_http_connections")]
+    pub http_connections: usize,
+    /// HTTP links: requests in flight per connection (1 = no pipelining).
+    #[serde(default = "default_http_pipeline")]
+    pub http_pipeline: usize,
+    /// HTTP links: a connection whose oldest request has had no response
+    /// this long is closed (its packets get T01, or are repeated on
+    /// idempotent links).
+    #[serde(default = "default_http_timeout_ms")]
+    pub http_timeout_ms: u64,
     /// Highest balance (what the peer owes us) its Prepares may reserve; past it: T04.
     #[serde(default = "default_max_balance")]
     pub max_balance: i64,
@@ -240,6 +279,24 @@ fn default_shutdown_grace_ms() -> u64 {
 }
 fn default_reconnect_initial_ms() -> u64 {
     100
+}
+fn default_http_max_body() -> usize {
+    crate::http::DEFAULT_MAX_BODY
+}
+fn default_idempotency_capacity() -> usize {
+    100_000
+}
+fn default_idempotency_ttl_ms() -> u64 {
+    120_000
+}
+fn default_http_connections() -> usize {
+    2
+}
+fn default_http_pipeline() -> usize {
+    64
+}
+fn default_http_timeout_ms() -> u64 {
+    30_000
 }
 fn default_max_balance() -> i64 {
     i64::MAX
@@ -348,6 +405,28 @@ impl Config {
                 ),
             ));
         }
+        if node.http_max_body < 1024 || node.http_max_body > 16 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "node.http_max_body",
+                "must be between 1024 and 16777216 bytes",
+            ));
+        }
+        if let Some(u) = &node.http_callback_url {
+            HttpUrl::parse(u).map_err(|e| ConfigError::new("node.http_callback_url", e))?;
+        }
+        if node.idempotency_capacity == 0 {
+            return Err(ConfigError::new(
+                "node.idempotency_capacity",
+                "must be at least 1",
+            ));
+        }
+        // A repeat must find the answer while the requester may still repeat.
+        if node.idempotency_ttl_ms < node.max_hold_time_ms {
+            return Err(ConfigError::new(
+                "node.idempotency_ttl_ms",
+                "must be at least node.max_hold_time_ms",
+            ));
+        }
         let mut ids = std::collections::HashSet::new();
         for (i, a) in self.accounts.iter().enumerate() {
             let key = |k: &str| format!("accounts[{i}].{k}");
@@ -392,7 +471,67 @@ impl Config {
                     "must be zero or positive",
                 ));
             }
+            if a.link.is_http() {
+                let link = a.link.label();
+                if a.btp_url.is_some() {
+                    return Err(ConfigError::new(
+                        key("btp_url"),
+                        format!("link = \"{link}\" is an HTTP link: use http_url"),
+                    ));
+                }
+                if let Some(u) = &a.http_url {
+                    HttpUrl::parse(u).map_err(|e| ConfigError::new(key("http_url"), e))?;
+                    if a.outgoing_token.is_none() {
+                        return Err(ConfigError::new(
+                            key("outgoing_token"),
+                            "required with http_url",
+                        ));
+                    }
+                }
+                match &a.incoming_token {
+                    None if a.http_url.is_none() => {
+                        return Err(ConfigError::new(key("incoming_token"), "an HTTP account needs incoming_token (the peer POSTs to us) or http_url (we POST to it)"));
+                    }
+                    // Async replies are POSTed to us, authenticated by it.
+                    None if a.link.is_async() => {
+                        return Err(ConfigError::new(
+                            key("incoming_token"),
+                            format!(
+                                "required with link = \"{link}\": the peer POSTs its replies to us"
+                            ),
+                        ));
+                    }
+                    Some(t) if t.is_empty() => {
+                        return Err(ConfigError::new(key("incoming_token"), "must not be empty"));
+                    }
+                    Some(_) if node.http_listen.is_none() => {
+                        return Err(ConfigError::new("node.http_listen", format!("required: account {:?} (link = \"{link}\") has an incoming_token, so its peer POSTs to us", a.id)));
+                    }
+                    _ => {}
+                }
+                if a.link == LinkKind::HttpOerAsync && a.http_url.is_none() {
+                    return Err(ConfigError::new(key("http_url"), "required with link = \"http-oer-async\": our replies are POSTed to the peer"));
+                }
+                if a.http_connections == 0 {
+                    return Err(ConfigError::new(
+                        key("http_connections"),
+                        "must be at least 1",
+                    ));
+                }
+                if a.http_pipeline == 0 {
+                    return Err(ConfigError::new(key("http_pipeline"), "must be at least 1"));
+                }
+                if a.http_timeout_ms == 0 {
+                    return Err(ConfigError::new(
+                        key("http_timeout_ms"),
+                        "must be at least 1",
+                    ));
+                }
+            } else if a.http_url.is_some() {
+                return Err(ConfigError::new(key("http_url"), format!("needs an HTTP link (link = \"http\", \"http-async\", \"http-oer-sync\" or \"http-oer-async\"), not \"{}\"", a.link.label())));
+            }
             match (&a.btp_url, &a.incoming_token) {
+                (None, None) if a.http_url.is_some() => {}
                 (None, None) => {
                     return Err(ConfigError::new(
                         key("incoming_token"),
@@ -575,6 +714,78 @@ mod tests {
             "expected the example configs in {}",
             dir.display()
         );
+    }
+
+    #[test]
+    fn http_links_are_checked() {
+        let http = |extra: &str| {
+            format!(
+                "[node]\naddress = \"test.ilpd\"\nhttp_listen = \"127.0.0.1:7770\"\n[[accounts]]\nid = \"p\"\nrelation = \"peer\"\nasset_code = \"USD\"\nasset_scale = 9\n{extra}"
+            )
+        };
+        let ok = |t: &str| {
+            let c = Config::from_toml(t).unwrap();
+            c.validate().unwrap_or_else(|e| panic!("{e}\n{t}"));
+            c
+        };
+        let c = ok(&http("link = \"http\"\nincoming_token = \"in\""));
+        assert_eq!(c.accounts[0].link, LinkKind::Http);
+        assert_eq!(
+            (c.accounts[0].http_connections, c.accounts[0].http_pipeline),
+            (2, 64)
+        );
+        assert_eq!(c.node.http_listen, Some("127.0.0.1:7770".parse().unwrap()));
+        ok(&http(
+            "link = \"http\"\nhttp_url = \"http://127.0.0.1:1/ilp\"\noutgoing_token = \"o\"",
+        ));
+        ok(&http("link = \"http-oer-async\"\nhttp_url = \"http://127.0.0.1:1/\"\noutgoing_token = \"o\"\nincoming_token = \"i\""));
+        ok(&http("link = \"btp-i\"\nincoming_token = \"i\""));
+        assert_eq!(ok(MIN).accounts[0].link, LinkKind::Btp);
+        let cases = [
+            ("link = \"http\"", "accounts[0].incoming_token"),
+            (
+                "link = \"http\"\nhttp_url = \"https://x/\"\noutgoing_token = \"o\"",
+                "accounts[0].http_url",
+            ),
+            (
+                "link = \"http\"\nhttp_url = \"http://x/\"",
+                "accounts[0].outgoing_token",
+            ),
+            (
+                "link = \"http\"\nbtp_url = \"ws://x/\"\noutgoing_token = \"o\"",
+                "accounts[0].btp_url",
+            ),
+            (
+                "http_url = \"http://x/\"\noutgoing_token = \"o\"",
+                "accounts[0].http_url",
+            ),
+            (
+                "link = \"http-async\"\nhttp_url = \"http://x/\"\noutgoing_token = \"o\"",
+                "accounts[0].incoming_token",
+            ),
+            (
+                "link = \"http-oer-async\"\nincoming_token = \"i\"",
+                "accounts[0].http_url",
+            ),
+            (
+                "link = \"http\"\nincoming_token = \"i\"\nhttp_connections = 0",
+                "accounts[0].http_connections",
+            ),
+            (
+                "link = \"http\"\nincoming_token = \"i\"\nhttp_pipeline = 0",
+                "accounts[0].http_pipeline",
+            ),
+            ("link = \"udp\"\nincoming_token = \"i\"", ""),
+        ];
+        for (extra, want) in cases {
+            assert_eq!(err(&http(extra)).key, want, "{extra}");
+        }
+        let no_listen = http("link = \"http\"\nincoming_token = \"i\"")
+            .replace("http_listen = \"127.0.0.1:7770\"\n", "");
+        assert_eq!(err(&no_listen).key, "node.http_listen");
+        let short_ttl = http("link = \"http\"\nincoming_token = \"i\"")
+            .replace("[[accounts]]", "idempotency_ttl_ms = 5\n[[accounts]]");
+        assert_eq!(err(&short_ttl).key, "node.idempotency_ttl_ms");
     }
 
     #[test]

@@ -494,6 +494,38 @@ fn refused_connection_is_t01_with_backoff() {
         panic!("{evs:?}")
     };
     assert!(message.contains("reconnecting in"), "{message}");
+    // The peer comes up on that port: after the back-off the pool redials.
+    let (l, _) = loop {
+        if let Ok(l) = StdListener::bind(addr) {
+            break (l, ());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut tmp).unwrap();
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        let f = fulfill(5);
+        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", f.len()).into_bytes();
+        r.extend_from_slice(&f);
+        s.write_all(&r).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    std::thread::sleep(Duration::from_millis(250));
+    h.d.forward(AccountId(1), OutId(3), prepare(1), now(), &mut h.out);
+    let mut got = Vec::new();
+    h.run_until(|_, evs| {
+        got.extend(evs);
+        !got.is_empty()
+    });
+    assert!(
+        matches!(&got[0], Event::Reply { out_id: OutId(3), packet, .. } if packet[..] == fulfill(5)[..]),
+        "{got:?}"
+    );
 }
 
 #[test]

@@ -81,6 +81,17 @@ pub fn write_request<B: BufMut>(
     out.put_slice(body);
 }
 
+/// The head of a plain Forward up to the `Content-Length` value, computed
+/// once per pool: [`write_request`] with [`Extra::None`] is this, the
+/// length, a blank line and the body.
+pub fn request_prefix(host: &str, path: &str, token: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(160 + path.len() + host.len() + token.len());
+    write_request(&mut v, host, path, token, Extra::None, b"");
+    // Drop the "0\r\n\r\n" the empty body left.
+    v.truncate(v.len() - 5);
+    v
+}
+
 /// One response, its body split off the read buffer.
 #[derive(Debug)]
 pub struct Response {
@@ -296,6 +307,16 @@ mod tests {
         assert!(String::from_utf8(b)
             .unwrap()
             .contains("\r\nRequest-Id: abc-1\r\nContent-Length: 1\r\n\r\nx"));
+    }
+
+    #[test]
+    fn the_precomputed_prefix_is_the_same_request() {
+        let mut full = Vec::new();
+        write_request(&mut full, "h:1", "/p", b"t", Extra::None, b"body!");
+        let mut v = request_prefix("h:1", "/p", b"t");
+        assert!(v.ends_with(b"Content-Length: "));
+        v.extend_from_slice(b"5\r\n\r\nbody!");
+        assert_eq!(v, full);
     }
 
     #[test]

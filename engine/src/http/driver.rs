@@ -50,6 +50,21 @@ const RETRY_FIRST_MS: u64 = 50;
 const RETRY_MAX_MS: u64 = 1_000;
 /// How long we keep POSTing a reply we owe.
 const REPLY_POST_MS: u64 = 30_000;
+/// A client connection whose oldest request has waited this long is not
+/// pipelined onto (see [`HttpDriver::room`]).
+const STALL_MS: u64 = 100;
+/// Connections a pool may open beyond `http_connections` while its
+/// connections are stalled, as a multiple of it.
+const BURST_FACTOR: usize = 16;
+/// An idle client connection is closed after this long.
+const CLIENT_IDLE_MS: u64 = 60_000;
+
+/// Where a request goes next (see [`HttpDriver::room`]).
+enum Room {
+    Conn(usize),
+    Dial,
+    Wait,
+}
 
 /// Is this `ReplyTo` one of ours?
 pub fn owns(to: &ReplyTo) -> bool {
@@ -72,6 +87,25 @@ pub struct AccountLink {
     /// A connection whose oldest request has had no response this long is
     /// closed (its requests fail with T01, or are repeated on idempotent links).
     pub timeout_ms: u64,
+}
+
+impl AccountLink {
+    /// From an account's (validated) config; `Err` names the bad key.
+    pub fn from_config(a: &crate::config::AccountConfig) -> Result<AccountLink, String> {
+        let url = match (&a.http_url, a.link.is_http()) {
+            (Some(u), true) => Some(HttpUrl::parse(u).map_err(|e| format!("http_url: {e}"))?),
+            _ => None,
+        };
+        Ok(AccountLink {
+            name: a.id.clone(),
+            link: a.link,
+            url,
+            token: a.outgoing_token.clone().unwrap_or_default().into_bytes(),
+            connections: a.http_connections,
+            pipeline: a.http_pipeline,
+            timeout_ms: a.http_timeout_ms,
+        })
+    }
 }
 
 /// Node-wide knobs.
@@ -99,7 +133,6 @@ pub enum Event {
     Reply {
         origin: u16,
         out_id: OutId,
-        nonce: u64,
         from: AccountId,
         packet: BytesMut,
     },
@@ -164,7 +197,8 @@ enum What {
     Forward {
         out_id: OutId,
         account: AccountId,
-        id: Option<ReqId>,
+        /// The request id's nonce on links that carry one ([`ReqId::ours`]).
+        nonce: Option<u64>,
         /// Kept only on idempotent links, to repeat it (shared, not copied).
         packet: Option<Bytes>,
     },
@@ -211,6 +245,8 @@ struct Pool {
     url: HttpUrl,
     host: String,
     token: Vec<u8>,
+    /// `POST <path> …Content-Length: ` for plain Forwards.
+    prefix: Vec<u8>,
     link: LinkKind,
     conns: Vec<usize>,
     max_conns: usize,
@@ -254,8 +290,6 @@ pub struct HttpDriver {
     owed_free: Vec<usize>,
     /// Idempotent sync requests waiting for the core: (conn tag, seq) → key.
     idem_waiting: HashMap<(u64, u32), Key>,
-    /// Our async Forwards waiting for their reply POST: out id → (nonce, account).
-    async_out: HashMap<u32, (u64, AccountId)>,
     /// Requests to repeat: (due unix ms, pool, request, body).
     retries: Vec<(u64, usize, ClientReq, Bytes)>,
     rng: u64,
@@ -301,7 +335,6 @@ impl HttpDriver {
             owed: Vec::new(),
             owed_free: Vec::new(),
             idem_waiting: HashMap::new(),
-            async_out: HashMap::new(),
             retries: Vec::new(),
             rng: seed | 1,
             next_scan_ms: 0,
@@ -323,9 +356,12 @@ impl HttpDriver {
 
     fn new_pool(&mut self, account: AccountId, url: HttpUrl) -> usize {
         let a = &self.accounts[account.0 as usize];
+        let host = url.host_header();
+        let prefix = client::request_prefix(&host, &url.path, &a.token);
         self.pools.push(Pool {
             account,
-            host: url.host_header(),
+            prefix,
+            host,
             url,
             token: a.token.clone(),
             link: a.link,
@@ -350,6 +386,19 @@ impl HttpDriver {
             .filter(|(_, p)| p.is_some())
             .map(|(i, _)| AccountId(i as u32))
             .collect()
+    }
+
+    /// The link account `id` speaks.
+    pub fn link_of(&self, id: AccountId) -> LinkKind {
+        self.accounts
+            .get(id.0 as usize)
+            .map(|a| a.link)
+            .unwrap_or_default()
+    }
+
+    /// The node-wide memory of idempotent requests (BTP/2.0-I uses it too).
+    pub fn idempotency(&self) -> &IdempotencyCache {
+        &self.cache
     }
 
     /// Does a Forward to `to` go over HTTP?
@@ -568,6 +617,8 @@ impl HttpDriver {
             let next = sc.next(&mut c.rbuf, &shim, &mut c.wbuf);
             let wrote = c.wbuf.len() > before;
             let should_close = sc.should_close();
+            // Complete requests waiting for room are not a slow client.
+            let pipeline_full = sc.outstanding() >= sc.max_pipeline;
             let eof = c.eof;
             match next {
                 Next::Request(req) => {
@@ -576,7 +627,7 @@ impl HttpDriver {
                     self.on_request(slot, tag, req, now, out);
                 }
                 Next::Blocked => {
-                    if !c.rbuf.is_empty() {
+                    if !c.rbuf.is_empty() && !pipeline_full {
                         c.partial_since_ms.get_or_insert(now.unix_ms);
                     } else {
                         c.partial_since_ms = None;
@@ -667,7 +718,8 @@ impl HttpDriver {
                     id: request_id,
                 };
                 let is_async = link == LinkKind::HttpOerAsync;
-                match self.cache.begin(key, now.unix_ms) {
+                let fp = super::idempotency::fingerprint(&body);
+                match self.cache.begin_with(key, fp, now.unix_ms) {
                     Begin::New if is_async => {
                         // digest §6.3: `200` = received; the reply is its own POST.
                         self.respond(slot, seq, 200, Body::Empty);
@@ -726,32 +778,25 @@ impl HttpDriver {
                         503,
                         Body::Text("too many requests remembered; repeat it later\n"),
                     ),
+                    Begin::Conflict => self.respond(
+                        slot,
+                        seq,
+                        409,
+                        Body::Text("this request id is in use for another packet\n"),
+                    ),
                 }
             }
             Kind::Reply { request_id } => {
+                // The id says which worker waits; the shared table says
+                // whether it still does (whichever worker this reached).
                 let known = match request_id.decode_ours() {
-                    Some((w, out_id, nonce)) if w == self.worker => {
-                        match self.async_out.get(&out_id) {
-                            Some(&(n, a)) if n == nonce && a == account => {
-                                self.async_out.remove(&out_id);
-                                out.push(Event::Reply {
-                                    origin: w,
-                                    out_id: OutId(out_id),
-                                    nonce,
-                                    from: account,
-                                    packet: body,
-                                });
-                                true
-                            }
-                            _ => false,
-                        }
-                    }
-                    Some((w, out_id, nonce)) if (w as usize) < self.cfg.workers => {
-                        // Its origin checks the nonce.
+                    Some((w, out_id, nonce))
+                        if (w as usize) < self.cfg.workers
+                            && self.cache.waits.take(w, out_id, nonce, account) =>
+                    {
                         out.push(Event::Reply {
                             origin: w,
                             out_id: OutId(out_id),
-                            nonce,
                             from: account,
                             packet: body,
                         });
@@ -772,18 +817,6 @@ impl HttpDriver {
                     );
                 }
             }
-        }
-    }
-
-    /// Another worker handed us a reply POSTed there for one of our async
-    /// Forwards: is it the one we are waiting for?
-    pub fn accept_remote_reply(&mut self, out_id: OutId, nonce: u64, from: AccountId) -> bool {
-        match self.async_out.get(&out_id.0) {
-            Some(&(n, a)) if n == nonce && a == from => {
-                self.async_out.remove(&out_id.0);
-                true
-            }
-            _ => false,
         }
     }
 
@@ -869,17 +902,19 @@ impl HttpDriver {
         out: &mut Vec<Event>,
     ) {
         let name = self.pool_name(pool);
+        if status != 200 && status != 202 {
+            debug!(worker = self.worker, peer = %name, status, "HTTP peer answered");
+        }
         match client::classify(req.purpose, status, body) {
             Outcome::Reply(packet) => {
                 if let What::Forward {
                     out_id, account, ..
                 } = req.what
                 {
-                    self.async_out.remove(&out_id.0);
+                    self.cache.waits.remove(self.worker, out_id.0);
                     out.push(Event::Reply {
                         origin: self.worker,
                         out_id,
-                        nonce: 0,
                         from: account,
                         packet,
                     });
@@ -889,7 +924,7 @@ impl HttpDriver {
             Outcome::Retry(why) => self.retry_or_fail(pool, req, Bytes::new(), &why, 0, now, out),
             Outcome::Fail(code, why) => match req.what {
                 What::Forward { out_id, .. } => {
-                    self.async_out.remove(&out_id.0);
+                    self.cache.waits.remove(self.worker, out_id.0);
                     out.push(Event::Failed {
                         out_id,
                         code,
@@ -934,13 +969,13 @@ impl HttpDriver {
         let deadline_ms = Prepare::new_checked(&packet[..])
             .map(|p| p.expires_at().0)
             .unwrap_or(now.unix_ms + REPLY_POST_MS);
-        let id = match link {
+        let nonce = match link {
             LinkKind::HttpAsync | LinkKind::HttpOerAsync | LinkKind::HttpOerSync => {
                 let nonce = self.random();
                 if link.is_async() {
-                    self.async_out.insert(out_id.0, (nonce, to));
+                    self.cache.waits.insert(self.worker, out_id.0, nonce, to);
                 }
-                Some(ReqId::ours(self.worker, out_id.0, nonce))
+                Some(nonce)
             }
             _ => None,
         };
@@ -954,7 +989,7 @@ impl HttpDriver {
             what: What::Forward {
                 out_id,
                 account: to,
-                id,
+                nonce,
                 packet: keep,
             },
         };
@@ -1023,8 +1058,58 @@ impl HttpDriver {
     /// Puts a request on a connection of `pool` (dialling one if there is
     /// room), or queues it until one has room.
     fn send(&mut self, pool: usize, req: ClientReq, body: Bytes, now: Now, out: &mut Vec<Event>) {
+        // Fast path: nothing queued and a connection with room.
+        if self.pools[pool].waiting.is_empty() {
+            if let Room::Conn(slot) = self.room(pool, now.unix_ms) {
+                self.put(pool, slot, req, &body, now);
+                return;
+            }
+        }
         self.pools[pool].waiting.push_back((req, body));
         self.pump(pool, now, out);
+    }
+
+    /// Where the next request of `pool` goes: the least loaded connection
+    /// with room, unless a new connection should be opened instead (an idle
+    /// one is taken at once; otherwise a new one while under `max_conns`).
+    /// A connection whose oldest request has waited [`STALL_MS`] is not
+    /// pipelined onto: a peer holding a Prepare until it is fulfilled would
+    /// hold every response behind it (HTTP/1.1 answers in order), so more
+    /// connections are opened instead, up to [`BURST_FACTOR`] × `max_conns`.
+    fn room(&self, pool: usize, now_ms: u64) -> Room {
+        let Some(p) = self.pools.get(pool) else {
+            return Room::Wait;
+        };
+        let mut best: Option<(usize, usize)> = None;
+        for &s in &p.conns {
+            if let Some(HConn {
+                role: Role::Client {
+                    inflight, no_more, ..
+                },
+                ..
+            }) = self.slots.get(s).and_then(|x| x.conn.as_ref())
+            {
+                let stalled = inflight
+                    .front()
+                    .is_some_and(|r| now_ms.saturating_sub(r.sent_ms) >= STALL_MS);
+                if !*no_more
+                    && !stalled
+                    && inflight.len() < p.pipeline
+                    && best.is_none_or(|(_, n)| inflight.len() < n)
+                {
+                    best = Some((s, inflight.len()));
+                }
+            }
+        }
+        let n = p.conns.len();
+        let may_dial = now_ms >= p.down_until_ms;
+        match best {
+            Some((s, 0)) => Room::Conn(s),
+            Some(_) if n < p.max_conns && may_dial => Room::Dial,
+            Some((s, _)) => Room::Conn(s),
+            None if n < p.max_conns * BURST_FACTOR && may_dial => Room::Dial,
+            None => Room::Wait,
+        }
     }
 
     /// Moves waiting requests of `pool` onto connections with room.
@@ -1051,32 +1136,16 @@ impl HttpDriver {
                 }
                 return;
             }
-            let mut best: Option<(usize, usize)> = None;
-            for &s in &p.conns {
-                if let Some(HConn {
-                    role:
-                        Role::Client {
-                            inflight, no_more, ..
-                        },
-                    ..
-                }) = self.slots.get(s).and_then(|x| x.conn.as_ref())
-                {
-                    if !*no_more
-                        && inflight.len() < p.pipeline
-                        && best.is_none_or(|(_, n)| inflight.len() < n)
-                    {
-                        best = Some((s, inflight.len()));
-                    }
-                }
-            }
-            let slot = match best {
-                Some((s, n)) if n == 0 || p.conns.len() >= p.max_conns => s,
-                _ if p.conns.len() < p.max_conns => match self.dial(pool, now) {
+            let slot = match self.room(pool, now.unix_ms) {
+                Room::Conn(s) => s,
+                // A failed dial marks the pool down, so this ends.
+                Room::Dial => match self.dial(pool, now) {
                     Some(s) => s,
                     None => continue,
                 },
-                Some((s, _)) => s,
-                None => return,
+                // Every connection is full (or no new one may be dialled
+                // yet): wait for a response.
+                Room::Wait => return,
             };
             let Some((req, body)) = self.pools[pool].waiting.pop_front() else {
                 return;
@@ -1087,7 +1156,7 @@ impl HttpDriver {
 
     /// Writes one request into a client connection's output.
     fn put(&mut self, pool: usize, slot: usize, mut req: ClientReq, body: &[u8], now: Now) {
-        let callback = self.cfg.callback_url.clone().unwrap_or_default();
+        let callback = self.cfg.callback_url.as_deref().unwrap_or("");
         let p = &self.pools[pool];
         let Some(c) = self.slots.get_mut(slot).and_then(|s| s.conn.as_mut()) else {
             return;
@@ -1101,36 +1170,43 @@ impl HttpDriver {
             return;
         };
         match &req.what {
-            What::Forward { id: Some(id), .. } if p.link == LinkKind::HttpAsync => {
-                client::write_request(
-                    &mut c.wbuf,
-                    &p.host,
-                    &p.url.path,
-                    &p.token,
-                    Extra::Async {
-                        callback: &callback,
-                        request_id: id,
-                    },
-                    body,
-                );
+            What::Forward {
+                nonce: Some(nonce),
+                out_id,
+                ..
+            } => {
+                let id = ReqId::ours(self.worker, out_id.0, *nonce);
+                if p.link == LinkKind::HttpAsync {
+                    client::write_request(
+                        &mut c.wbuf,
+                        &p.host,
+                        &p.url.path,
+                        &p.token,
+                        Extra::Async {
+                            callback,
+                            request_id: &id,
+                        },
+                        body,
+                    );
+                } else {
+                    // digest §6.3: node roles put the request id in the path.
+                    client::write_request(
+                        &mut c.wbuf,
+                        &p.host,
+                        &p.url.oer_path(&id),
+                        &p.token,
+                        Extra::None,
+                        body,
+                    );
+                }
             }
-            // digest §6.3: node roles put the request id in the path.
-            What::Forward { id: Some(id), .. } => client::write_request(
-                &mut c.wbuf,
-                &p.host,
-                &p.url.oer_path(id),
-                &p.token,
-                Extra::None,
-                body,
-            ),
-            What::Forward { id: None, .. } => client::write_request(
-                &mut c.wbuf,
-                &p.host,
-                &p.url.path,
-                &p.token,
-                Extra::None,
-                body,
-            ),
+            // The hot path: one precomputed head, the length, the body.
+            What::Forward { nonce: None, .. } => {
+                c.wbuf.extend_from_slice(&p.prefix);
+                super::put_decimal(&mut c.wbuf, body.len() as u64);
+                c.wbuf.extend_from_slice(b"\r\n\r\n");
+                c.wbuf.extend_from_slice(body);
+            }
             What::ReplyPost {
                 path,
                 id,
@@ -1320,6 +1396,7 @@ impl HttpDriver {
         }
         let _ = self.registry.deregister(&mut conn.stream);
         if let Role::Client { pool, inflight, .. } = conn.role {
+            debug!(worker = self.worker, peer = %self.pool_name(pool), waiting = inflight.len(), "HTTP client connection closed: {why}");
             if let Some(p) = self.pools.get_mut(pool) {
                 p.conns.retain(|&x| x != slot);
             }
@@ -1375,7 +1452,7 @@ impl HttpDriver {
         let name = self.pool_name(pool);
         match req.what {
             What::Forward { out_id, .. } => {
-                self.async_out.remove(&out_id.0);
+                self.cache.waits.remove(self.worker, out_id.0);
                 out.push(Event::Failed {
                     out_id,
                     code: ErrorCode::T01_PEER_UNREACHABLE,
@@ -1453,6 +1530,8 @@ impl HttpDriver {
                     if inflight
                         .front()
                         .is_some_and(|r| now.unix_ms.saturating_sub(r.sent_ms) >= timeout)
+                        || (inflight.is_empty()
+                            && now.unix_ms.saturating_sub(c.last_active_ms) >= CLIENT_IDLE_MS)
                     {
                         late.push((i, 0, *connecting));
                     }
@@ -1475,7 +1554,7 @@ impl HttpDriver {
             } else if connecting {
                 self.close(slot, "connect: timed out", true, now, out);
             } else if matches!(self.conn(slot).map(|c| &c.role), Some(Role::Client { .. })) {
-                self.close(slot, "no response in time", false, now, out);
+                self.close(slot, "no response in time, or idle", false, now, out);
             } else {
                 self.close(slot, "idle", false, now, out);
             }

@@ -67,6 +67,20 @@ pub enum Begin {
     Answered(Bytes),
     /// No room (every entry is in flight): refuse it for now.
     Full,
+    /// The id is in flight for a *different* packet: the peer reused an id
+    /// (not a repeat); refuse it rather than mix the two up.
+    Conflict,
+}
+
+/// A cheap fingerprint of a packet, so a reused request id is told apart
+/// from a repeat (FNV-1a over the bytes; repeats are byte-identical).
+pub fn fingerprint(packet: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in packet {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 #[derive(Debug)]
@@ -79,6 +93,7 @@ enum State {
 struct Entry {
     state: State,
     created_ms: u64,
+    fingerprint: u64,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +111,9 @@ pub struct CacheStats {
 }
 
 pub struct IdempotencyCache {
+    /// Our own async requests waiting for their reply POST (which may reach
+    /// any worker).
+    pub waits: AsyncWaits,
     shards: Box<[Mutex<Shard>]>,
     cap_per_shard: usize,
     ttl_ms: u64,
@@ -106,6 +124,7 @@ impl IdempotencyCache {
     /// `capacity` entries in all, each kept `ttl_ms` after creation.
     pub fn new(capacity: usize, ttl_ms: u64) -> IdempotencyCache {
         IdempotencyCache {
+            waits: AsyncWaits::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             cap_per_shard: capacity.div_ceil(SHARDS).max(1),
             ttl_ms,
@@ -121,13 +140,27 @@ impl IdempotencyCache {
 
     /// Looks `key` up, recording it as in flight if it is new.
     pub fn begin(&self, key: Key, now_ms: u64) -> Begin {
+        self.begin_with(key, 0, now_ms)
+    }
+
+    /// Like [`IdempotencyCache::begin`], for a request whose packet has
+    /// this [`fingerprint`]: the same id with another packet is a reused id,
+    /// not a repeat (answered: forgotten and processed as new; in flight:
+    /// [`Begin::Conflict`]).
+    pub fn begin_with(&self, key: Key, fingerprint: u64, now_ms: u64) -> Begin {
         let mut s = self.shard(&key).lock();
         s.expire(now_ms, self.ttl_ms);
         if let Some(e) = s.map.get(&key) {
-            return match &e.state {
-                State::InFlight => Begin::InFlight,
-                State::Answered(b) => Begin::Answered(b.clone()),
-            };
+            match &e.state {
+                State::InFlight if e.fingerprint != fingerprint => return Begin::Conflict,
+                State::InFlight => return Begin::InFlight,
+                State::Answered(b) if e.fingerprint == fingerprint => {
+                    return Begin::Answered(b.clone())
+                }
+                State::Answered(_) => {
+                    s.map.remove(&key);
+                }
+            }
         }
         if s.map.len() >= self.cap_per_shard && !s.evict_one() {
             return Begin::Full;
@@ -137,6 +170,7 @@ impl IdempotencyCache {
             Entry {
                 state: State::InFlight,
                 created_ms: now_ms,
+                fingerprint,
             },
         );
         s.order.push_back((key, now_ms));
@@ -188,6 +222,63 @@ impl IdempotencyCache {
                 .count();
         }
         st
+    }
+}
+
+/// Our async Forwards (RFC 35 async, HTTP-OER-ASYNC) waiting for their
+/// reply: (origin worker, out id) → (nonce, next hop). A reply is taken once
+/// (RFC 35: "processes only the first reply"), by whichever worker it
+/// reaches, and only if its request id carries the right nonce and it comes
+/// from the account the Prepare went to.
+pub struct AsyncWaits {
+    shards: Box<[Mutex<WaitMap>]>,
+}
+
+/// (origin worker, out id) → (nonce, next hop).
+type WaitMap = HashMap<(u16, u32), (u64, AccountId)>;
+
+impl AsyncWaits {
+    fn new() -> AsyncWaits {
+        AsyncWaits {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, worker: u16, out_id: u32) -> &Mutex<WaitMap> {
+        &self.shards[(out_id as usize ^ worker as usize) % SHARDS]
+    }
+
+    /// Records a Forward (replacing any stale entry of a reused out id).
+    pub fn insert(&self, worker: u16, out_id: u32, nonce: u64, to: AccountId) {
+        self.shard(worker, out_id)
+            .lock()
+            .insert((worker, out_id), (nonce, to));
+    }
+
+    /// Takes the entry if the reply matches it; false for unknown, already
+    /// answered, forged or wrong-account replies.
+    pub fn take(&self, worker: u16, out_id: u32, nonce: u64, from: AccountId) -> bool {
+        let mut m = self.shard(worker, out_id).lock();
+        match m.get(&(worker, out_id)) {
+            Some(&(n, a)) if n == nonce && a == from => {
+                m.remove(&(worker, out_id));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets a Forward that was answered or failed another way.
+    pub fn remove(&self, worker: u16, out_id: u32) {
+        self.shard(worker, out_id).lock().remove(&(worker, out_id));
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -285,6 +376,28 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_id_with_another_packet_is_not_a_repeat() {
+        let c = IdempotencyCache::new(1000, 60_000);
+        let (a, b) = (fingerprint(b"packet a"), fingerprint(b"packet b"));
+        assert_ne!(a, b);
+        assert_eq!(c.begin_with(key(0, "x"), a, 0), Begin::New);
+        assert_eq!(c.begin_with(key(0, "x"), b, 1), Begin::Conflict);
+        assert_eq!(c.begin_with(key(0, "x"), a, 1), Begin::InFlight);
+        c.finish(key(0, "x"), Bytes::from_static(b"ra"));
+        assert_eq!(
+            c.begin_with(key(0, "x"), a, 2),
+            Begin::Answered(Bytes::from_static(b"ra"))
+        );
+        // Another packet under an answered id: a new request.
+        assert_eq!(c.begin_with(key(0, "x"), b, 3), Begin::New);
+        c.finish(key(0, "x"), Bytes::from_static(b"rb"));
+        assert_eq!(
+            c.begin_with(key(0, "x"), b, 4),
+            Begin::Answered(Bytes::from_static(b"rb"))
+        );
+    }
+
+    #[test]
     fn answered_entries_expire_in_flight_ones_do_not() {
         let c = IdempotencyCache::new(1000, 100);
         assert_eq!(c.begin(key(0, "done"), 0), Begin::New);
@@ -334,6 +447,20 @@ mod tests {
             Begin::Answered(Bytes::from_static(b"r"))
         );
         assert!(c.stats().entries <= SHARDS * 2);
+    }
+
+    #[test]
+    fn async_waits_take_a_reply_once_and_only_a_matching_one() {
+        let w = IdempotencyCache::new(10, 1000).waits;
+        w.insert(1, 7, 99, AccountId(2));
+        assert!(!w.take(1, 7, 98, AccountId(2)), "wrong nonce");
+        assert!(!w.take(1, 7, 99, AccountId(3)), "wrong account");
+        assert!(!w.take(0, 7, 99, AccountId(2)), "wrong worker");
+        assert!(w.take(1, 7, 99, AccountId(2)));
+        assert!(!w.take(1, 7, 99, AccountId(2)), "only the first reply");
+        w.insert(1, 8, 1, AccountId(2));
+        w.remove(1, 8);
+        assert!(w.is_empty());
     }
 
     #[test]

@@ -27,6 +27,8 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::core::{AccountId, Shared};
+use crate::http::driver::{AccountLink, DriverConfig, HttpDriver};
+use crate::http::idempotency::IdempotencyCache;
 use client::WsUrl;
 use conn::CloseReason;
 use handoff::Peers;
@@ -45,6 +47,19 @@ pub struct WorkerMetrics {
     pub handoff_refused: AtomicU64,
     pub replies_dropped: AtomicU64,
     pub loop_turns: AtomicU64,
+    pub http: HttpMetrics,
+}
+
+/// HTTP link counters of one worker (published once per turn).
+#[derive(Default)]
+pub struct HttpMetrics {
+    pub accepted: AtomicU64,
+    pub requests: AtomicU64,
+    pub refused: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub retries: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub replies_dropped: AtomicU64,
 }
 
 /// State the IO layer shares between workers (the core's is [`Shared`]).
@@ -166,6 +181,23 @@ impl IoShared {
             "Replies whose connection had closed before they could be written.",
             sum(&|m| m.replies_dropped.load(Ordering::Relaxed)),
         );
+        let hsum = |f: &dyn Fn(&HttpMetrics) -> &AtomicU64| -> u64 {
+            self.metrics
+                .iter()
+                .map(|m| f(&m.http).load(Ordering::Relaxed))
+                .sum()
+        };
+        for (name, help, v) in [
+            ("ilpd_http_connections_accepted_total", "ILP-over-HTTP connections accepted.", hsum(&|h| &h.accepted)),
+            ("ilpd_http_requests_total", "ILP-over-HTTP requests taken (Prepares and async replies).", hsum(&|h| &h.requests)),
+            ("ilpd_http_refused_total", "ILP-over-HTTP requests refused with a 4xx before the core.", hsum(&|h| &h.refused)),
+            ("ilpd_http_duplicates_total", "Repeated requests answered from memory or ignored (idempotent links), and duplicate async replies.", hsum(&|h| &h.duplicates)),
+            ("ilpd_http_retries_total", "HTTP requests sent again (idempotent links, reply POSTs).", hsum(&|h| &h.retries)),
+            ("ilpd_http_connect_failures_total", "Outgoing HTTP connections that failed.", hsum(&|h| &h.connect_failures)),
+            ("ilpd_http_replies_dropped_total", "HTTP replies that could not be delivered.", hsum(&|h| &h.replies_dropped)),
+        ] {
+            counter(&mut s, name, help, v);
+        }
         let name = "ilpd_io_loop_turns_total";
         let _ = writeln!(s, "# HELP {name} Event-loop turns, busy or idle (the core counts busy ones).\n# TYPE {name} counter");
         for (w, m) in self.metrics.iter().enumerate() {
@@ -204,6 +236,8 @@ pub struct Node {
     pub listen_addr: Option<SocketAddr>,
     /// The metrics address actually bound.
     pub metrics_addr: Option<SocketAddr>,
+    /// The ILP-over-HTTP listen address actually bound.
+    pub http_addr: Option<SocketAddr>,
 }
 
 impl Node {
@@ -238,6 +272,46 @@ impl Node {
         } else {
             listeners.extend((0..workers).map(|_| None));
         }
+
+        // ILP-over-HTTP listeners, one per worker like BTP's.
+        let mut http_listeners = Vec::new();
+        let mut http_addr = None;
+        if let Some(addr) = cfg.node.http_listen {
+            let mut a = addr;
+            for _ in 0..workers {
+                let l = bind_reuseport(a, cfg)
+                    .map_err(|e| format!("node.http_listen: cannot listen on {a}: {e}"))?;
+                a = l.local_addr().map_err(|e| e.to_string())?;
+                http_listeners.push(Some(l));
+            }
+            http_addr = Some(a);
+        } else {
+            http_listeners.extend((0..workers).map(|_| None));
+        }
+        let http_links = cfg
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| AccountLink::from_config(a).map_err(|e| format!("accounts[{i}].{e}")))
+            .collect::<Result<Vec<_>, String>>()?;
+        let http_cfg = DriverConfig {
+            max_body: cfg.node.http_max_body,
+            header_timeout_ms: cfg.node.handshake_timeout_ms,
+            write_buffer_limit: cfg.node.write_buffer_limit,
+            callback_url: cfg
+                .node
+                .http_callback_url
+                .clone()
+                .or_else(|| http_addr.map(|a| format!("http://{a}/ilp"))),
+            reconnect_initial_ms: cfg.node.reconnect_initial_ms,
+            socket_send_buffer: cfg.node.socket_send_buffer,
+            socket_recv_buffer: cfg.node.socket_recv_buffer,
+            workers,
+        };
+        let idempotency = Arc::new(IdempotencyCache::new(
+            cfg.node.idempotency_capacity,
+            cfg.node.idempotency_ttl_ms,
+        ));
 
         // Client-side accounts: `connections` of them (0 = one per worker),
         // spread round-robin over the workers.
@@ -283,14 +357,30 @@ impl Node {
             .zip(rxs)
             .zip(listeners)
             .zip(clients)
+            .zip(http_listeners)
             .enumerate()
-            .map(|(id, (((poll, rx), listener), clients))| {
+            .map(|(id, ((((poll, rx), listener), clients), http_listener))| {
                 let mut listener = listener;
                 if let Some(l) = listener.as_mut() {
                     poll.registry()
                         .register(l, worker::LISTENER, mio::Interest::READABLE)
                         .map_err(|e| format!("cannot register listener: {e}"))?;
                 }
+                let registry = poll
+                    .registry()
+                    .try_clone()
+                    .map_err(|e| format!("cannot clone the poll registry: {e}"))?;
+                let http = HttpDriver::new(
+                    id,
+                    http_cfg.clone(),
+                    http_links.clone(),
+                    shared.clone(),
+                    idempotency.clone(),
+                    registry,
+                    http_listener,
+                    std::process::id() as u64 ^ ((id as u64 + 1) << 40) ^ 0x9E37_79B9_7F4A_7C15,
+                )
+                .map_err(|e| format!("cannot register the HTTP listener: {e}"))?;
                 Ok(WorkerInit {
                     id,
                     poll,
@@ -298,6 +388,7 @@ impl Node {
                     rx,
                     peers: peers.clone(),
                     clients,
+                    http,
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -324,6 +415,7 @@ impl Node {
         info!(
             workers,
             listen = ?listen_addr,
+            http = ?http_addr,
             metrics = ?metrics_addr,
             address = %shared.node_address().as_str(),
             "ilpd started"
@@ -334,6 +426,7 @@ impl Node {
             threads,
             listen_addr,
             metrics_addr,
+            http_addr,
         })
     }
 

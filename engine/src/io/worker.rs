@@ -8,11 +8,12 @@
 //! socket once; push cross-worker items and wake their workers once.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use crossbeam::channel::Receiver;
 use ilpd_codec::btp::{self, Btp, BtpType};
 use ilpd_codec::ilp::RejectBuilder;
@@ -29,10 +30,15 @@ use super::handoff::{Handoff, Outbox, Peers};
 use super::IoShared;
 use crate::config::Config;
 use crate::core::{AccountId, Action, Core, Now, OutId, ReplyTo, Shared};
+use crate::http::driver::{self as http, HttpDriver};
+use crate::http::idempotency::{fingerprint, Begin, Key};
+use crate::http::LinkKind;
 
 pub const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// BTP/2.0-I: how often an unanswered Forward is sent again.
+const BTPI_RESEND_MS: u64 = 1_000;
 
 /// A connection whose output stays over `write_buffer_limit` this long is
 /// closed as a slow reader: while it is over, its worker reads nothing, so
@@ -95,6 +101,8 @@ pub struct WorkerInit {
     pub peers: Peers,
     /// Client-side accounts this worker dials: (account, url).
     pub clients: Vec<(AccountId, WsUrl)>,
+    /// The HTTP links (listener, server connections, client pools).
+    pub http: HttpDriver,
 }
 
 struct Slot {
@@ -145,6 +153,13 @@ pub struct Worker {
     /// [`Conn::sweep_outstanding`]) and when it next advances.
     sweep_epoch: u16,
     next_sweep_ms: u64,
+    http: HttpDriver,
+    http_events: Vec<http::Event>,
+    /// BTP/2.0-I requests given to the core: (conn id, request id) → key.
+    btpi_waiting: HashMap<(u64, u32), Key>,
+    /// BTP/2.0-I Forwards to repeat until answered: (due, slot, gen,
+    /// request id, packet), due times in order.
+    btpi_resend: VecDeque<(u64, usize, u32, u32, Bytes)>,
 }
 
 fn token_of(slot: usize) -> Token {
@@ -183,6 +198,11 @@ impl Worker {
                 dormant: false,
             })
             .collect();
+        // HTTP peers we POST to are reachable from this worker's own pool
+        // (failures are per request: T01).
+        for a in init.http.outgoing_accounts() {
+            shared.connection_opened(a);
+        }
         Worker {
             id: init.id,
             core: Core::new(shared.clone(), init.id),
@@ -211,6 +231,10 @@ impl Worker {
             next_handshake_scan_ms: 0,
             handshaking: 0,
             stats: TurnStats::default(),
+            http: init.http,
+            http_events: Vec::new(),
+            btpi_waiting: HashMap::new(),
+            btpi_resend: VecDeque::new(),
             epoch: Instant::now(),
             sweep_epoch: 0,
             next_sweep_ms: 0,
@@ -263,6 +287,9 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
+                    Token(t) if t >= http::TOKEN_BASE - 1 => {
+                        self.http.on_event(ev, now, &mut self.http_events)
+                    }
                     WAKER => {}
                     Token(t) => self.on_event(t - FIRST_CONN, ev, now),
                 }
@@ -273,6 +300,15 @@ impl Worker {
             self.drain_handoffs(now);
             if !self.paused {
                 self.process_ready(now);
+                self.http.process(now, &mut self.http_events);
+                self.apply_http(now);
+            }
+            if self.http.next_deadline().is_some_and(|d| d <= now.unix_ms) {
+                self.http.on_timers(now, &mut self.http_events);
+                self.apply_http(now);
+            }
+            if self.btpi_resend.front().is_some_and(|r| r.0 <= now.unix_ms) {
+                self.btpi_resend_due(now);
             }
             if self.core.next_deadline().is_some_and(|d| d <= now.unix_ms) {
                 self.core.on_timers(now, &mut self.actions);
@@ -282,6 +318,12 @@ impl Worker {
             self.core.flush(now, &mut self.actions);
             self.dispatch(now);
             self.flush_dirty(now);
+            self.http.flush(now, &mut self.http_events);
+            if !self.http_events.is_empty() {
+                self.apply_http(now);
+                self.flush_dirty(now);
+                self.http.flush(now, &mut self.http_events);
+            }
             self.outbox.end_turn();
             self.check_handshakes(now);
             self.sweep_outstanding(now);
@@ -311,6 +353,12 @@ impl Worker {
         if let Some(d) = self.core.next_deadline() {
             at = at.min(d);
         }
+        if let Some(d) = self.http.next_deadline() {
+            at = at.min(d);
+        }
+        if let Some(r) = self.btpi_resend.front() {
+            at = at.min(r.0);
+        }
         if self.handshaking > 0 {
             at = at.min(self.next_handshake_scan_ms);
         }
@@ -323,7 +371,24 @@ impl Worker {
     }
 
     fn publish_stats(&mut self) {
-        let s = std::mem::take(&mut self.stats);
+        let mut s = std::mem::take(&mut self.stats);
+        let hc = std::mem::take(&mut self.http.counters);
+        s.bytes_in += hc.bytes_in;
+        s.bytes_out += hc.bytes_out;
+        let h = &self.io.metrics[self.id].http;
+        for (a, v) in [
+            (&h.accepted, hc.accepted),
+            (&h.requests, hc.requests),
+            (&h.refused, hc.refused),
+            (&h.duplicates, hc.duplicates),
+            (&h.retries, hc.retries),
+            (&h.connect_failures, hc.connect_failures),
+            (&h.replies_dropped, hc.replies_dropped),
+        ] {
+            if v > 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        }
         let m = &self.io.metrics[self.id];
         if s.bytes_in > 0 {
             m.bytes_in.fetch_add(s.bytes_in, Ordering::Relaxed);
@@ -938,6 +1003,11 @@ impl Worker {
                                 conn: conn_id(slot, gen),
                                 request_id,
                             };
+                            if self.http.link_of(account) == LinkKind::BtpI
+                                && !self.btpi_begin(slot, from, &payload, mask, now)
+                            {
+                                return;
+                            }
                             self.core.on_prepare(now, from, payload, &mut self.actions);
                         }
                         // A Message with no protocolData: acknowledge it.
@@ -1123,12 +1193,18 @@ impl Worker {
 
     /// Carries out the core's actions (and any they cause).
     fn dispatch(&mut self, now: Now) {
-        while !self.actions.is_empty() {
+        while !self.actions.is_empty() || !self.http_events.is_empty() {
+            if !self.http_events.is_empty() {
+                self.apply_http_events(now);
+            }
             let mut acts =
                 std::mem::replace(&mut self.actions, std::mem::take(&mut self.spare_actions));
             for a in acts.drain(..) {
                 match a {
                     Action::Forward { to, out_id, packet } => self.forward(to, out_id, packet, now),
+                    Action::Reply { to, packet } if http::owns(&to) => {
+                        self.http.reply(to, packet, now, &mut self.http_events)
+                    }
                     Action::Reply { to, packet } => self.reply(to, &packet),
                 }
             }
@@ -1140,6 +1216,14 @@ impl Worker {
         let slot = (to.conn & 0xffff_ffff) as usize;
         let gen = (to.conn >> 32) as u32;
         let mask = self.mask();
+        if !self.btpi_waiting.is_empty() {
+            if let Some(key) = self.btpi_waiting.remove(&(to.conn, to.request_id)) {
+                // BTP/2.0-I: remembered, so a repeat gets this same answer.
+                self.http
+                    .idempotency()
+                    .finish(key, Bytes::copy_from_slice(packet));
+            }
+        }
         match self.slots.get_mut(slot) {
             Some(Slot {
                 gen: g,
@@ -1159,6 +1243,12 @@ impl Worker {
     /// Sends a Forward on a connection of this worker if there is one, else
     /// hands it to a worker that has one, else fails it with T01.
     fn forward(&mut self, to: AccountId, out_id: OutId, packet: BytesMut, now: Now) {
+        // HTTP links leave from this worker's own pool.
+        if self.http.is_http_account(to) {
+            self.http
+                .forward(to, out_id, packet, now, &mut self.http_events);
+            return;
+        }
         if let Some(slot) = self.pick_local(to) {
             self.send_forward(slot, self.id as u16, out_id, &packet);
             return;
@@ -1232,6 +1322,7 @@ impl Worker {
     fn send_forward(&mut self, slot: usize, origin: u16, out_id: OutId, packet: &[u8]) {
         let mask = self.mask();
         let epoch = self.sweep_epoch;
+        let gen = self.slots.get(slot).map_or(0, |s| s.gen);
         let Some(c) = self.conn(slot) else { return };
         let id = c.take_request_id();
         c.outstanding.insert(
@@ -1243,7 +1334,148 @@ impl Worker {
             },
         );
         c.put_ilp_message(mask, id, packet);
+        let account = c.account;
         self.mark_dirty(slot);
+        if account.is_some_and(|a| self.http.link_of(a) == LinkKind::BtpI) {
+            // BTP/2.0-I: repeated until answered (digest §6.3).
+            let due = self.now().unix_ms + BTPI_RESEND_MS;
+            self.btpi_resend
+                .push_back((due, slot, gen, id, Bytes::copy_from_slice(packet)));
+        }
+    }
+
+    /// BTP/2.0-I responder: is this request new? A repeat is never given to
+    /// the core again; if answered, it gets the remembered answer.
+    fn btpi_begin(
+        &mut self,
+        slot: usize,
+        from: ReplyTo,
+        packet: &[u8],
+        mask: [u8; 4],
+        now: Now,
+    ) -> bool {
+        let key = Key::btp(from.account, from.request_id);
+        let fp = fingerprint(packet);
+        match self.http.idempotency().begin_with(key, fp, now.unix_ms) {
+            Begin::New => {
+                self.btpi_waiting.insert((from.conn, from.request_id), key);
+                true
+            }
+            // Its answer is on the way.
+            Begin::InFlight => false,
+            Begin::Answered(reply) => {
+                if let Some(c) = self.conn(slot) {
+                    c.put_ilp_response(mask, from.request_id, &reply);
+                }
+                self.mark_dirty(slot);
+                false
+            }
+            busy @ (Begin::Full | Begin::Conflict) => {
+                let addr = self.shared.node_address().as_bytes().to_vec();
+                let reject = RejectBuilder {
+                    code: ErrorCode::T03_CONNECTOR_BUSY,
+                    triggered_by: &addr,
+                    message: if busy == Begin::Full {
+                        b"too many requests remembered"
+                    } else {
+                        b"request id in use for another packet"
+                    },
+                    data: b"",
+                }
+                .build();
+                if let Some(c) = self.conn(slot) {
+                    c.put_ilp_response(mask, from.request_id, &reject);
+                }
+                self.mark_dirty(slot);
+                false
+            }
+        }
+    }
+
+    /// BTP/2.0-I requester: sends again every Forward still unanswered on
+    /// its connection, with the same request id.
+    fn btpi_resend_due(&mut self, now: Now) {
+        while self.btpi_resend.front().is_some_and(|r| r.0 <= now.unix_ms) {
+            let Some((_, slot, gen, id, packet)) = self.btpi_resend.pop_front() else {
+                break;
+            };
+            let mask = self.mask();
+            let Some(Slot {
+                gen: g,
+                conn: Some(c),
+            }) = self.slots.get_mut(slot)
+            else {
+                continue;
+            };
+            if *g != gen || !c.outstanding.contains_key(&id) {
+                continue;
+            }
+            c.put_ilp_message(mask, id, &packet);
+            self.mark_dirty(slot);
+            self.btpi_resend
+                .push_back((now.unix_ms + BTPI_RESEND_MS, slot, gen, id, packet));
+        }
+    }
+
+    /// Carries out what the HTTP links reported (and what the core answers).
+    fn apply_http(&mut self, now: Now) {
+        if !self.http_events.is_empty() {
+            self.dispatch(now);
+        }
+    }
+
+    fn apply_http_events(&mut self, now: Now) {
+        let mut evs = std::mem::take(&mut self.http_events);
+        for e in evs.drain(..) {
+            match e {
+                http::Event::Prepare { from, packet } => {
+                    self.stats.messages += 1;
+                    if self.draining {
+                        let addr = self.shared.node_address().as_bytes().to_vec();
+                        let reject = RejectBuilder {
+                            code: ErrorCode::T03_CONNECTOR_BUSY,
+                            triggered_by: &addr,
+                            message: b"shutting down",
+                            data: b"",
+                        }
+                        .build();
+                        self.http.reply(from, reject, now, &mut self.http_events);
+                    } else {
+                        self.core.on_prepare(now, from, packet, &mut self.actions);
+                    }
+                }
+                http::Event::Reply {
+                    origin,
+                    out_id,
+                    from,
+                    packet,
+                } => {
+                    if origin as usize == self.id {
+                        self.core
+                            .on_reply(now, from, out_id, packet, &mut self.actions);
+                    } else {
+                        self.outbox.answer(
+                            origin as usize,
+                            Handoff::Reply {
+                                from,
+                                out_id,
+                                packet,
+                            },
+                        );
+                    }
+                }
+                http::Event::Failed {
+                    out_id,
+                    code,
+                    message,
+                } => self
+                    .core
+                    .on_forward_failed(now, out_id, code, &message, &mut self.actions),
+            }
+        }
+        if self.http_events.is_empty() {
+            self.http_events = evs;
+        }
     }
 
     fn drain_handoffs(&mut self, now: Now) {
@@ -1406,6 +1638,7 @@ impl Worker {
     /// keep serving answers for packets in flight; new Prepares get T03.
     fn start_drain(&mut self, now: Now) {
         self.draining = true;
+        self.http.start_drain();
         self.drain_deadline_ms = now.unix_ms + self.knobs.shutdown_grace_ms;
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
@@ -1450,6 +1683,8 @@ impl Worker {
             }
             self.close(slot, CloseReason::Shutdown, "shutdown", now);
         }
+        self.http.close_all(now, &mut self.http_events);
+        self.http_events.clear();
         self.dispatch(now);
         self.outbox.end_turn();
         info!(
