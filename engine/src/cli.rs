@@ -139,6 +139,23 @@ pub struct Args {
     /// [default: 120000].
     #[arg(long, value_name = "MS")]
     pub idempotency_ttl: Option<u64>,
+
+    /// node.route_broadcast_interval_ms: CCP route update heartbeat
+    /// interval, in ms; also the retry delay of a failed route control or
+    /// update (docs/ccp.md) [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub route_broadcast_interval: Option<u64>,
+
+    /// node.route_hold_down_ms: the CCP holdDownTime we announce, in ms:
+    /// how long peers keep our routes without hearing from us
+    /// [default: 45000].
+    #[arg(long, value_name = "MS")]
+    pub route_hold_down: Option<u64>,
+
+    /// node.max_routes_per_update: most new routes (and withdrawals) in one
+    /// received CCP route update; more is rejected with F00 [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_routes_per_update: Option<usize>,
 }
 
 /// Parses an address flag where "none" (or "off") switches the listener off.
@@ -260,6 +277,15 @@ impl Args {
         }
         if let Some(v) = self.idempotency_ttl {
             n.idempotency_ttl_ms = v;
+        }
+        if let Some(v) = self.route_broadcast_interval {
+            n.route_broadcast_interval_ms = v;
+        }
+        if let Some(v) = self.route_hold_down {
+            n.route_hold_down_ms = v;
+        }
+        if let Some(v) = self.max_routes_per_update {
+            n.max_routes_per_update = v;
         }
         Ok(())
     }

@@ -134,6 +134,19 @@ pub struct NodeConfig {
     pub idempotency_capacity: usize,
     #[serde(default = "default_idempotency_ttl_ms")]
     pub idempotency_ttl_ms: u64,
+    /// CCP (docs/ccp.md): route update heartbeat interval; also the retry
+    /// delay after a failed route control or update.
+    #[serde(default = "default_route_broadcast_interval_ms")]
+    pub route_broadcast_interval_ms: u64,
+    /// CCP: the holdDownTime we announce (how long peers keep our routes
+    /// without hearing from us). ilp-connector's 45 s; keep it above the
+    /// broadcast interval.
+    #[serde(default = "default_route_hold_down_ms")]
+    pub route_hold_down_ms: u64,
+    /// CCP: most new routes (and, separately, withdrawals) accepted in one
+    /// route update; a larger one is rejected with F00.
+    #[serde(default = "default_max_routes_per_update")]
+    pub max_routes_per_update: usize,
 }
 
 /// How an account relates to us (RFC 34 / ilp-connector).
@@ -213,6 +226,13 @@ pub struct AccountConfig {
     /// routed to it, if any.
     #[serde(default)]
     pub ilp_address: Option<String>,
+    /// CCP: send our routes to this account (if it asks). Default: yes.
+    #[serde(default)]
+    pub send_routes: Option<bool>,
+    /// CCP: accept routes from this account. Default: parents and peers
+    /// yes, children no (a child's prefix is known locally).
+    #[serde(default)]
+    pub receive_routes: Option<bool>,
 }
 
 /// A static route: destinations under `prefix` go to `account`.
@@ -279,6 +299,15 @@ fn default_shutdown_grace_ms() -> u64 {
 }
 fn default_reconnect_initial_ms() -> u64 {
     100
+}
+fn default_route_broadcast_interval_ms() -> u64 {
+    30_000
+}
+fn default_route_hold_down_ms() -> u64 {
+    45_000
+}
+fn default_max_routes_per_update() -> usize {
+    10_000
 }
 fn default_http_max_body() -> usize {
     crate::http::DEFAULT_MAX_BODY
@@ -393,6 +422,24 @@ impl Config {
         if node.max_hold_time_ms == 0 {
             return Err(ConfigError::new(
                 "node.max_hold_time_ms",
+                "must be at least 1",
+            ));
+        }
+        if node.route_broadcast_interval_ms == 0 {
+            return Err(ConfigError::new(
+                "node.route_broadcast_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        if node.route_hold_down_ms == 0 || node.route_hold_down_ms > u32::MAX as u64 {
+            return Err(ConfigError::new(
+                "node.route_hold_down_ms",
+                "must be between 1 and 4294967295 (a CCP UInt32)",
+            ));
+        }
+        if node.max_routes_per_update == 0 {
+            return Err(ConfigError::new(
+                "node.max_routes_per_update",
                 "must be at least 1",
             ));
         }

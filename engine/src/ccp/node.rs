@@ -52,11 +52,20 @@ impl CcpHandle {
         seed.extend_from_slice(&nanos.to_be_bytes());
         seed.extend_from_slice(&std::process::id().to_be_bytes());
         seed.extend_from_slice(node_address.as_bytes());
-        let c = CcpConfig::new(node_address.clone(), super::new_table_id(&seed));
+        let mut c = CcpConfig::new(node_address.clone(), super::new_table_id(&seed));
+        let n = &cfg.node;
+        c.broadcast_interval_ms = n.route_broadcast_interval_ms;
+        c.hold_down_ms = n.route_hold_down_ms;
+        c.max_routes_per_update = n.max_routes_per_update;
         let peers = cfg
             .accounts
             .iter()
-            .map(|a| PeerSettings::new(&a.id, a.relation))
+            .map(|a| {
+                let mut p = PeerSettings::new(&a.id, a.relation);
+                p.send_routes = a.send_routes.unwrap_or(p.send_routes);
+                p.receive_routes = a.receive_routes.unwrap_or(p.receive_routes);
+                p
+            })
             .collect();
         let mut fixed = vec![(node_address.clone(), NextHop::Local)];
         for (i, a) in addresses.iter().enumerate() {

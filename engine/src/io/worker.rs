@@ -314,6 +314,11 @@ impl Worker {
                 self.core.on_timers(now, &mut self.actions);
                 self.dispatch(now);
             }
+            // Route broadcasting (docs/ccp.md): whichever worker is awake.
+            if self.core.ccp_deadline().is_some_and(|d| d <= now.unix_ms) {
+                self.core.on_ccp_timers(now, &mut self.actions);
+                self.dispatch(now);
+            }
             // One batch of fulfillment checks per turn, before sockets flush.
             self.core.flush(now, &mut self.actions);
             self.dispatch(now);
@@ -351,6 +356,9 @@ impl Worker {
                 IDLE_POLL_MS
             };
         if let Some(d) = self.core.next_deadline() {
+            at = at.min(d);
+        }
+        if let Some(d) = self.core.ccp_deadline() {
             at = at.min(d);
         }
         if let Some(d) = self.http.next_deadline() {
