@@ -60,6 +60,13 @@ fn start(mode: Mode) -> Net {
     } else {
         ""
     };
+    // CCP: a short interval so a route control the JS side rejects (or
+    // loses) is retried within the test's wait (docs/ccp.md).
+    let ccp_knobs = if static_routes {
+        ""
+    } else {
+        "route_broadcast_interval_ms = 2000\nroute_hold_down_ms = 10000\n"
+    };
     let config = format!(
         r#"
 [node]
@@ -69,7 +76,7 @@ pin_cores = false
 listen = "127.0.0.1:{ilpd_port}"
 shutdown_grace_ms = 500
 reconnect_initial_ms = 100
-
+{ccp_knobs}
 [[accounts]]
 id = "bob"
 relation = "child"
@@ -226,7 +233,6 @@ fn stream_both_ways_ilpd_dials_js_connector() {
 }
 
 #[test]
-#[ignore = "ilpd does not speak CCP yet: peer.route.* gets F02 (engine/src/core/peer.rs), a later issue"]
 fn stream_both_ways_with_ccp_learned_routes() {
     both_directions(Mode::Ccp);
 }
