@@ -16,7 +16,7 @@ pub mod idempotency;
 pub mod server;
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 use bytes::BufMut;
 use serde::Deserialize;
@@ -138,23 +138,7 @@ impl HttpUrl {
                 "{url:?}: the path has spaces or control characters"
             ));
         }
-        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
-            let (h, after) = h.split_once(']').ok_or("unclosed [ in host")?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
-                None if after.is_empty() => 80,
-                None => return Err(format!("unexpected {after:?} after host")),
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_string(),
-                    p.parse().map_err(|_| format!("bad port {p:?}"))?,
-                ),
-                None => (authority.to_string(), 80),
-            }
-        };
+        let (host, port) = crate::io::client::parse_authority(authority)?;
         if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err("missing or malformed host".into());
         }
@@ -167,19 +151,12 @@ impl HttpUrl {
 
     /// The `Host` header value.
     pub fn host_header(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        crate::io::client::host_header(&self.host, self.port)
     }
 
     /// Resolves the host (blocking DNS: cold path, once per dial).
     pub fn resolve(&self) -> std::io::Result<SocketAddr> {
-        (self.host.as_str(), self.port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address"))
+        crate::io::client::resolve(&self.host, self.port)
     }
 
     /// The node-roles path for a packet: `<path>/ilp/<request id>` (digest

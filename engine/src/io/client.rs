@@ -44,24 +44,7 @@ impl WsUrl {
                     .into(),
             );
         }
-        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
-            // [v6]:port
-            let (h, after) = h.split_once(']').ok_or("unclosed [ in host")?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
-                None if after.is_empty() => 80,
-                None => return Err(format!("unexpected {after:?} after host")),
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_string(),
-                    p.parse().map_err(|_| format!("bad port {p:?}"))?,
-                ),
-                None => (authority.to_string(), 80),
-            }
-        };
+        let (host, port) = parse_authority(authority)?;
         if host.is_empty() {
             return Err("missing host".into());
         }
@@ -74,20 +57,50 @@ impl WsUrl {
 
     /// The `Host` header value.
     pub fn host_header(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        host_header(&self.host, self.port)
     }
 
     /// Resolves the host (blocking DNS: cold path, once per dial attempt).
     pub fn resolve(&self) -> std::io::Result<SocketAddr> {
-        (self.host.as_str(), self.port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address"))
+        resolve(&self.host, self.port)
     }
+}
+
+/// Splits a URL authority, `host[:port]` or `[v6][:port]`, into host and
+/// port (80 when absent). Shared by the `ws://` and `http://` peer URLs.
+pub(crate) fn parse_authority(authority: &str) -> Result<(String, u16), String> {
+    let port_of = |p: &str| p.parse().map_err(|_| format!("bad port {p:?}"));
+    if let Some(h) = authority.strip_prefix('[') {
+        let (h, after) = h.split_once(']').ok_or("unclosed [ in host")?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => port_of(p)?,
+            None if after.is_empty() => 80,
+            None => return Err(format!("unexpected {after:?} after host")),
+        };
+        Ok((h.to_string(), port))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => Ok((h.to_string(), port_of(p)?)),
+            None => Ok((authority.to_string(), 80)),
+        }
+    }
+}
+
+/// The `Host` header value for a host and port (IPv6 in brackets).
+pub(crate) fn host_header(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Resolves a peer's host (blocking DNS: cold path, once per dial attempt).
+pub(crate) fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address"))
 }
 
 /// One outgoing connection this worker keeps up.
