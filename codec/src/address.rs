@@ -1,4 +1,4 @@
-//! ILP addresses (RFC 15, digest §3): validation, segment-aware prefix
+//! ILP addresses (RFC 15 "Address Requirements"): validation, segment-aware prefix
 //! matching and an owned, always-valid [`Address`].
 //!
 //! Validation runs on every incoming Prepare, so it is one branch-free,
@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::error::{DecodeError, Result};
 
-/// Longest valid address in bytes (RFC 15, digest §3).
+/// Longest valid address in bytes (RFC 15 "Address Requirements").
 pub const MAX_ADDRESS_LEN: usize = 1023;
 
 /// Whether `c` is a segment character `A-Z a-z 0-9 _ ~ -` (RFC 15).
@@ -28,7 +28,7 @@ const fn is_segment_char(c: u8) -> bool {
 }
 
 /// Checks that `bytes` is a valid ILP address: 1..=1023 bytes, a known
-/// scheme, then one or more non-empty `.segment`s (RFC 15, digest §3).
+/// scheme, then one or more non-empty `.segment`s (RFC 15 "Address Requirements").
 #[inline]
 pub fn validate(bytes: &[u8]) -> Result<()> {
     if bytes.is_empty() || bytes.len() > MAX_ADDRESS_LEN {
@@ -156,7 +156,7 @@ fn validate_segment(segment: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Segment-aware prefix match (digest §4.2, DESIGN "Routing"): true when
+/// Segment-aware prefix match (RFC 15 "Routing", docs/design.md "Routing"): true when
 /// `dest == prefix` or `dest` starts with `prefix` followed by `.`, so
 /// `g.alice` matches `g.alice.x` but never `g.alicebob`.
 #[inline]
@@ -203,7 +203,7 @@ impl Address {
         core::str::from_utf8(&self.0).unwrap_or("")
     }
 
-    /// `self` + "." + `segment`, e.g. a child's address (digest §3).
+    /// `self` + "." + `segment`, e.g. a child's address (docs/design.md "ILP addresses").
     pub fn with_suffix(&self, segment: &str) -> Result<Address> {
         validate_segment(segment.as_bytes())?;
         let len = self.0.len() + 1 + segment.len();

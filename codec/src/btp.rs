@@ -1,4 +1,4 @@
-//! BTP/2.0 (RFC 23, digest §5): the envelope that carries ILP packets over
+//! BTP/2.0 (RFC 23): the envelope that carries ILP packets over
 //! WebSocket between two peers.
 //!
 //! [`Btp`] is a checked view over one BTP packet (one binary WebSocket
@@ -16,8 +16,8 @@ use crate::oer::{
     Reader,
 };
 
-/// BTP packet types still used by BTP/2.0 (digest §5.2). Types 3–5 are
-/// BTP/1.0 Prepare/Fulfill/Reject and are refused with
+/// BTP packet types still used by BTP/2.0 (RFC 23 "BTP Type IDs"). Types
+/// 3–5 are BTP/1.0 Prepare/Fulfill/Reject and are refused with
 /// [`DecodeError::UnknownType`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -48,16 +48,16 @@ impl BtpType {
     }
 }
 
-/// protocolData contentType: application/octet-stream (digest §5.3).
+/// protocolData contentType: application/octet-stream (RFC 23 "Sub-Protocol Data Format").
 pub const CONTENT_OCTET_STREAM: u8 = 0;
 /// protocolData contentType: text/plain; charset=utf-8.
 pub const CONTENT_TEXT: u8 = 1;
 /// protocolData contentType: application/json.
 pub const CONTENT_JSON: u8 = 2;
 
-/// Protocol name reserved for ILP packets (digest §5.5).
+/// Protocol name reserved for ILP packets (RFC 23 "Message").
 pub const PROTOCOL_ILP: &[u8] = b"ilp";
-/// Primary protocol name of the auth Message (digest §5.4).
+/// Primary protocol name of the auth Message (RFC 23 "Authentication").
 pub const PROTOCOL_AUTH: &[u8] = b"auth";
 /// Optional user name entry of the auth Message (draft 6, ilp-plugin-btp).
 pub const PROTOCOL_AUTH_USERNAME: &[u8] = b"auth_username";
@@ -163,9 +163,10 @@ pub struct Btp<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Btp<T> {
-    /// Checks the whole packet once (digest §5.2–5.3): type, requestId,
-    /// canonical length determinant (content must fit the buffer), the
-    /// type-specific body and every protocolData entry. Bytes after the
+    /// Checks the whole packet once (RFC 23 "Overview",
+    /// "Sub-Protocol Data Format"): type, requestId, canonical length
+    /// determinant (content must fit the buffer), the type-specific body and
+    /// every protocolData entry. Bytes after the
     /// protocolData inside the content, and bytes after the content, are
     /// ignored (RFC 30: ignore trailing bytes).
     pub fn new_checked(buf: T) -> Result<Self> {
@@ -264,7 +265,7 @@ impl<T: AsRef<[u8]>> Btp<T> {
     }
 
     /// Byte range, inside the whole buffer, of the ILP packet when the
-    /// primary entry is `ilp` (digest §5.5), so the caller can split it out
+    /// primary entry is `ilp` (RFC 23 "Message"), so the caller can split it out
     /// of a `BytesMut` without copying.
     #[inline]
     pub fn ilp_range(&self) -> Option<Range<usize>> {
@@ -307,8 +308,9 @@ impl<T: AsRef<[u8]>> Btp<T> {
         self.slice(self.name)
     }
 
-    /// Error: triggeredAt, raw GeneralizedTime bytes (digest §1.9b); empty
-    /// otherwise. Parse with `codec::time` when the value is needed.
+    /// Error: triggeredAt, raw GeneralizedTime bytes
+    /// (RFC 30 "Variable-length Timestamps"); empty otherwise. Parse with
+    /// `codec::time` when the value is needed.
     #[inline]
     pub fn triggered_at(&self) -> &[u8] {
         self.slice(self.triggered_at)
@@ -487,21 +489,21 @@ fn write_ilp<B: BufMut>(buf: &mut B, ty: BtpType, request_id: u32, ilp_packet: &
     put_var_octets(buf, ilp_packet);
 }
 
-/// Writes a Message whose only entry is `ilp` carrying a Prepare (digest §5.5).
+/// Writes a Message whose only entry is `ilp` carrying a Prepare (RFC 23 "Message").
 #[inline]
 pub fn write_ilp_message<B: BufMut>(buf: &mut B, request_id: u32, ilp_packet: &[u8]) {
     write_ilp(buf, BtpType::Message, request_id, ilp_packet);
 }
 
 /// Writes a Response whose only entry is `ilp` carrying a Fulfill or Reject
-/// (digest §5.5: ILP Rejects are not BTP Errors).
+/// (docs/design.md "Carrying ILP over BTP": ILP Rejects are not BTP Errors).
 #[inline]
 pub fn write_ilp_response<B: BufMut>(buf: &mut B, request_id: u32, ilp_packet: &[u8]) {
     write_ilp(buf, BtpType::Response, request_id, ilp_packet);
 }
 
 /// Writes a Response with no protocolData (`01 id 02 01 00`), the success
-/// reply to auth and to side-protocol Messages (digest §5.4).
+/// reply to auth and to side-protocol Messages (RFC 23 "Authentication").
 #[inline]
 pub fn write_empty_response<B: BufMut>(buf: &mut B, request_id: u32) {
     put_header(buf, BtpType::Response, request_id, 2);
@@ -564,7 +566,7 @@ pub fn write_error<B: BufMut>(
 }
 
 // ---------------------------------------------------------------------------
-// Authentication (digest §5.4).
+// Authentication (RFC 23 "Authentication").
 
 /// Credentials from an auth Message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -575,7 +577,7 @@ pub struct Auth<'a> {
 
 /// Writes the auth Message: `auth` (octet-stream, empty), then
 /// `auth_username` when given, then `auth_token`, both text, as
-/// ilp-plugin-btp does (digest §5.4).
+/// ilp-plugin-btp does (docs/design.md "BTP authentication").
 pub fn write_auth<B: BufMut>(buf: &mut B, request_id: u32, username: Option<&[u8]>, token: &[u8]) {
     let auth = ProtocolData::new(PROTOCOL_AUTH, CONTENT_OCTET_STREAM, b"");
     let tok = ProtocolData::new(PROTOCOL_AUTH_TOKEN, CONTENT_TEXT, token);
@@ -599,8 +601,9 @@ pub fn auth_len(username: Option<&[u8]>, token: &[u8]) -> usize {
     packet_len(content)
 }
 
-/// Reads the credentials of an auth Message (digest §5.4, DESIGN: accept
-/// `auth_username` optional and `auth_token` as text or octets). The packet
+/// Reads the credentials of an auth Message (RFC 23 "Authentication";
+/// docs/design.md "BTP auth": `auth_username` optional, `auth_token` as
+/// text or octets). The packet
 /// must be a Message whose primary entry is `auth`; `auth_token` is
 /// required; any of the three auth names appearing twice is refused.
 pub fn parse_auth<T: AsRef<[u8]>>(msg: &Btp<T>) -> Result<Auth<'_>> {
@@ -637,7 +640,7 @@ pub fn parse_auth<T: AsRef<[u8]>>(msg: &Btp<T>) -> Result<Auth<'_>> {
 }
 
 // ---------------------------------------------------------------------------
-// Error codes (RFC 23, digest §5.6).
+// Error codes (RFC 23 "Error Codes").
 
 /// T00: temporary, retry after 1–60 s with back-off.
 pub const ERR_UNREACHABLE: [u8; 3] = *b"T00";

@@ -1,11 +1,11 @@
-//! ILP error codes (RFC 27 "Error Codes", digest §2.6): three ASCII bytes,
+//! ILP error codes (RFC 27 "Error Codes"): three ASCII bytes,
 //! a class letter and two digits.
 
 use core::fmt;
 
 use crate::error::{DecodeError, Result};
 
-/// What the sender may do about an error (digest §2.6).
+/// What the sender may do about an error (RFC 27 "Error Codes").
 #[derive(Debug, Copy, Clone, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     /// `F`: do not retry unchanged.
@@ -95,7 +95,7 @@ impl ErrorCode {
         core::str::from_utf8(&self.0).unwrap_or("???")
     }
 
-    /// The RFC 27 name (digest §2.6), or `"Unknown"` for an unnamed code.
+    /// The RFC 27 "Error Codes" name, or `"Unknown"` for an unnamed code.
     pub const fn name(&self) -> &'static str {
         match &self.0 {
             b"F00" => "Bad Request",
@@ -122,7 +122,7 @@ impl ErrorCode {
         }
     }
 
-    /// Class from the first letter (digest §2.6).
+    /// Class from the first letter (RFC 27 "Error Codes").
     #[inline]
     pub const fn class(&self) -> ErrorClass {
         match self.0[0] {

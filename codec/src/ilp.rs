@@ -1,14 +1,14 @@
-//! ILPv4 packets (RFC 27, digest §2) as typed views over a buffer.
+//! ILPv4 packets (RFC 27 "Specification") as typed views over a buffer.
 //!
 //! `new_checked` validates the whole envelope once and caches the field
 //! offsets, so accessors neither re-parse nor panic. A forwarded Prepare is
 //! patched in place with [`Prepare::set_amount`] and
-//! [`Prepare::set_expires_at`] (content bytes 0..25, digest §2.2); it is
+//! [`Prepare::set_expires_at`] (content bytes 0..25, RFC 27 "ILP Prepare"); it is
 //! never rebuilt. Builders write canonical OER into any [`BufMut`].
 //!
 //! A view's buffer must hold exactly one packet. Bytes inside the content
-//! after the last field are accepted and kept (RFC 30 extensibility,
-//! DESIGN "OER"); bytes after the content are refused.
+//! after the last field are accepted and kept (RFC 30 "Extensibility",
+//! docs/design.md "OER"); bytes after the content are refused.
 
 use core::fmt;
 
@@ -21,12 +21,12 @@ use crate::oer::{self, Reader};
 use crate::time::parse_ilp_timestamp;
 use crate::types::Expiry;
 
-/// Largest `data` field of any ILP packet (digest §2.5).
+/// Largest `data` field of any ILP packet (docs/design.md "Size limits").
 pub const MAX_DATA_LEN: usize = 32_767;
-/// Largest Reject `message` in bytes (digest §2.5, §9.9).
+/// Largest Reject `message` in bytes (docs/design.md "Reject fields").
 pub const MAX_MESSAGE_LEN: usize = 8_191;
 
-/// Content offsets of the Prepare's fixed fields (digest §2.2).
+/// Content offsets of the Prepare's fixed fields (RFC 27 "ILP Prepare").
 const AMOUNT_AT: usize = 0;
 const EXPIRY_AT: usize = 8;
 const CONDITION_AT: usize = 25;
@@ -35,7 +35,7 @@ const DESTINATION_AT: usize = 57;
 const ZERO32: [u8; 32] = [0; 32];
 const ZERO17: [u8; 17] = [0; 17];
 
-/// The ILPv4 packet type byte (digest §2.1).
+/// The ILPv4 packet type byte (RFC 27 "Type-Length Wrapper").
 #[derive(Debug, Copy, Clone, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum PacketType {
@@ -63,7 +63,8 @@ pub fn packet_type(buf: &[u8]) -> Result<PacketType> {
 }
 
 /// Checks type byte and length determinant; returns the content offset.
-/// The content must end exactly at the end of `buf` (digest §2.1).
+/// The content must end exactly at the end of `buf`
+/// (docs/design.md "Packet envelope").
 #[inline]
 fn envelope(buf: &[u8], want: PacketType) -> Result<usize> {
     let ty = packet_type(buf)?;
@@ -102,7 +103,8 @@ fn var_octets_at(
 /// Reads the length determinant at `at`: `(length, header bytes)`. The
 /// short form and the one- and two-byte long forms (every length an ILP
 /// field can have) are decoded inline with the same canonical-form rules
-/// as [`oer::read_length`], which handles the rest (digest §1).
+/// as [`oer::read_length`], which handles the rest
+/// (RFC 30 "Length determinant").
 #[inline(always)]
 fn length_at(b: &[u8], at: usize) -> Result<(usize, usize)> {
     match b.get(at) {
@@ -173,7 +175,7 @@ fn envelope_len(content_len: usize) -> usize {
 
 // ---------------------------------------------------------------- Prepare
 
-/// A checked ILP Prepare (type 12, digest §2.2) over a buffer `T`.
+/// A checked ILP Prepare (type 12, RFC 27 "ILP Prepare") over a buffer `T`.
 #[derive(Clone)]
 pub struct Prepare<T: AsRef<[u8]>> {
     buf: T,
@@ -290,7 +292,7 @@ impl<T: AsRef<[u8]>> Prepare<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Prepare<T> {
-    /// Rewrites `amount` in place (content bytes 0..8, digest §2.2).
+    /// Rewrites `amount` in place (content bytes 0..8, RFC 27 "ILP Prepare").
     #[inline]
     pub fn set_amount(&mut self, amount: u64) {
         let at = self.content + AMOUNT_AT;
@@ -299,7 +301,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Prepare<T> {
         }
     }
 
-    /// Rewrites `expiresAt` in place (content bytes 8..25, digest §2.2).
+    /// Rewrites `expiresAt` in place (content bytes 8..25,
+    /// RFC 27 "ILP Prepare").
     /// Expiries past year 9999 are clamped, and the cached value matches
     /// what was written.
     #[inline]
@@ -375,7 +378,7 @@ impl PrepareBuilder<'_> {
 
 // ---------------------------------------------------------------- Fulfill
 
-/// A checked ILP Fulfill (type 13, digest §2.3) over a buffer `T`.
+/// A checked ILP Fulfill (type 13, RFC 27 "ILP Fulfill") over a buffer `T`.
 #[derive(Clone)]
 pub struct Fulfill<T: AsRef<[u8]>> {
     buf: T,
@@ -477,7 +480,7 @@ impl FulfillBuilder<'_> {
 
 // ---------------------------------------------------------------- Reject
 
-/// A checked ILP Reject (type 14, digest §2.4) over a buffer `T`.
+/// A checked ILP Reject (type 14, RFC 27 "ILP Reject") over a buffer `T`.
 #[derive(Clone)]
 pub struct Reject<T: AsRef<[u8]>> {
     buf: T,
@@ -489,8 +492,9 @@ pub struct Reject<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Reject<T> {
     /// Validates type 14, the length, the error code, `triggeredBy` (empty,
-    /// as interledger-rs sends, or a valid address: digest §9.9), a message
-    /// of at most 8191 bytes and data of at most 32767 bytes.
+    /// as interledger-rs sends, or a valid address:
+    /// docs/design.md "Reject fields"), a message of at most 8191 bytes and
+    /// data of at most 32767 bytes.
     #[inline]
     pub fn new_checked(buf: T) -> Result<Self> {
         // Offsets into `b` rather than a `Reader`: with the `Reader` (and an
@@ -586,7 +590,8 @@ impl<T: AsRef<[u8]>> fmt::Debug for Reject<T> {
 }
 
 /// Writes a Reject in canonical OER. The message is cut to 8191 bytes at a
-/// UTF-8 character boundary (digest §2.5); data must be ≤ 32767 bytes.
+/// UTF-8 character boundary (docs/design.md "Reject fields"); data must
+/// be ≤ 32767 bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct RejectBuilder<'a> {
     pub code: ErrorCode,
@@ -709,7 +714,7 @@ pub enum Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks the packet whose type the first byte names; an unknown type
-    /// byte is [`DecodeError::UnknownType`] (digest §2.1).
+    /// byte is [`DecodeError::UnknownType`] (RFC 27 "Type-Length Wrapper").
     #[inline]
     pub fn new_checked(buf: T) -> Result<Self> {
         Ok(match packet_type(buf.as_ref())? {

@@ -1,4 +1,4 @@
-//! Canonical OER primitives (RFC 30, digest §1): length determinants,
+//! Canonical OER primitives (RFC 30 "Notes on OER Encoding"): length determinants,
 //! VarUInt, fixed-size integers and variable-length octet strings.
 //!
 //! Decoding goes through [`Reader`], a cursor over a borrowed slice that
@@ -9,7 +9,7 @@ use bytes::BufMut;
 
 use crate::error::{DecodeError, Result};
 
-/// Reads a length determinant at the start of `buf` (digest §1.4).
+/// Reads a length determinant at the start of `buf` (RFC 30 "Length determinant").
 ///
 /// Returns `(length, bytes_used)`. Rejects `0x80`, long forms that could
 /// have been short (`81 05`), long forms with a leading zero byte
@@ -84,7 +84,8 @@ pub const fn var_octets_len(len: usize) -> usize {
     length_prefix_len(len) + len
 }
 
-/// Writes a VarUInt: minimal big-endian bytes behind a length (digest §1.7).
+/// Writes a VarUInt: minimal big-endian bytes behind a length
+/// (RFC 30 "Variable-length unsigned integer").
 #[inline]
 pub fn put_var_uint<B: BufMut + ?Sized>(buf: &mut B, v: u64) {
     let n = byte_len(v);
@@ -205,10 +206,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Reads a SEQUENCE OF quantity (a VarUInt, digest §1.8), capped so a
-    /// hostile count cannot make a caller loop for long: each element takes
-    /// at least `min_elem_len` bytes, so a count larger than the remaining
-    /// bytes allow is truncated input.
+    /// Reads a SEQUENCE OF quantity (a VarUInt, X.696;
+    /// docs/design.md "VarUInt and SEQUENCE OF"), capped so a hostile count
+    /// cannot make a caller loop for long: each element takes at least
+    /// `min_elem_len` bytes, so a count larger than the remaining bytes
+    /// allow is truncated input.
     #[inline]
     pub fn read_count(&mut self, min_elem_len: usize) -> Result<usize> {
         let count = self.read_var_uint()?;

@@ -1,6 +1,6 @@
-//! The two timestamp formats of Interledger (digest §1.9), as milliseconds
-//! since the Unix epoch, with integer civil-date arithmetic (no date
-//! library, no clock).
+//! The two timestamp formats of Interledger, as milliseconds since the Unix
+//! epoch (RFC 30 "Fixed-length Timestamps", "Variable-length Timestamps"),
+//! with integer civil-date arithmetic (no date library, no clock).
 //!
 //! The 17-digit ILP timestamp is parsed on every Prepare and written on
 //! every forwarded one, so both directions are branch-light arithmetic on
@@ -64,8 +64,9 @@ const fn days_in_month(y: u32, m: u32) -> u32 {
 }
 
 /// Checks the civil fields and converts them to ms since the epoch.
-/// Second 60 is refused (UTC-SLS smearing, digest §1.9a); years before
-/// 1970 cannot be represented as `u64` ms and are refused too.
+/// Second 60 is refused (UTC-SLS smearing,
+/// RFC 30 "Fixed-length Timestamps"); years before 1970 cannot be
+/// represented as `u64` ms and are refused too.
 #[inline]
 fn civil_to_ms(y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32, ms: u32) -> Result<u64> {
     let ok = y >= 1970
@@ -192,9 +193,10 @@ fn pairs8(chunk: &[u8; 8]) -> Option<u64> {
     Some((d * 10 + (d >> 8)) & 0x00FF_00FF_00FF_00FF)
 }
 
-/// Parses an ILP fixed timestamp (digest §1.9a): exactly 17 ASCII digits
-/// `YYYYMMDDHHmmSSfff`, UTC, to ms since the Unix epoch. Hot path (every
-/// Prepare), so the digits are checked and paired eight at a time.
+/// Parses an ILP fixed timestamp (RFC 30 "Fixed-length Timestamps"):
+/// exactly 17 ASCII digits `YYYYMMDDHHmmSSfff`, UTC, to ms since the Unix
+/// epoch. Hot path (every Prepare), so the digits are checked and paired
+/// eight at a time.
 #[inline]
 pub fn parse_ilp_timestamp(b: &[u8]) -> Result<u64> {
     let b: &[u8; 17] = b.try_into().map_err(|_| DecodeError::BadTimestamp)?;
@@ -219,7 +221,8 @@ pub fn parse_ilp_timestamp(b: &[u8]) -> Result<u64> {
     )
 }
 
-/// Formats ms since the epoch as an ILP fixed timestamp (digest §1.9a).
+/// Formats ms since the epoch as an ILP fixed timestamp
+/// (RFC 30 "Fixed-length Timestamps").
 /// Times after 9999-12-31T23:59:59.999Z are clamped to it.
 #[inline]
 pub fn format_ilp_timestamp(ms: u64) -> [u8; 17] {
@@ -228,10 +231,10 @@ pub fn format_ilp_timestamp(ms: u64) -> [u8; 17] {
     out
 }
 
-/// Parses GeneralizedTime text (digest §1.9b, the VarOctetString's
-/// content): `YYYYMMDDHHmmSS` then optionally `.` and 1 to 3 fraction
-/// digits, then `Z`. Lenient on the fraction, as interledger-rs and
-/// btp-packet differ (digest §9.10).
+/// Parses GeneralizedTime text (RFC 30 "Variable-length Timestamps", the
+/// VarOctetString's content): `YYYYMMDDHHmmSS` then optionally `.` and 1 to
+/// 3 fraction digits, then `Z`. Lenient on the fraction, as interledger-rs
+/// and btp-packet differ (docs/design.md "GeneralizedTime").
 pub fn parse_generalized_time(b: &[u8]) -> Result<u64> {
     let (head, tail) = match b.split_first_chunk::<14>() {
         Some(x) => x,

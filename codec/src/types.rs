@@ -8,19 +8,20 @@ use sha2::{Digest, Sha256};
 use crate::error::{DecodeError, Result};
 use crate::time::{format_ilp_timestamp, parse_ilp_timestamp};
 
-/// SHA-256 digest a Prepare is locked to (RFC 27, digest §2.2).
+/// SHA-256 digest a Prepare is locked to (RFC 27 "ILP Prepare").
 #[derive(Copy, Clone, PartialEq, Eq, Hash)]
 pub struct Condition(pub [u8; 32]);
 
-/// 32-byte preimage that unlocks a [`Condition`] (digest §2.3).
+/// 32-byte preimage that unlocks a [`Condition`] (RFC 27 "ILP Fulfill").
 #[derive(Copy, Clone, PartialEq, Eq, Hash)]
 pub struct Fulfillment(pub [u8; 32]);
 
-/// The fulfillment the peer protocols use: 32 zero bytes (digest §4.10).
+/// The fulfillment the peer protocols use: 32 zero bytes (RFC 31 "Packet").
 pub const PEER_PROTOCOL_FULFILLMENT: Fulfillment = Fulfillment([0; 32]);
 
 /// SHA-256 of 32 zero bytes, the condition of `peer.*` requests
-/// (digest §4.10, §9.14: interledger-rs's `66687aad…`, not RFC 38's).
+/// (RFC 31 "Packet"), `peer.settle` included: interledger-rs's `66687aad…`,
+/// not RFC 38's (docs/design.md "Peer-protocol condition").
 pub const PEER_PROTOCOL_CONDITION: Condition = Condition([
     0x66, 0x68, 0x7a, 0xad, 0xf8, 0x62, 0xbd, 0x77, 0x6c, 0x8f, 0xc1, 0x8b, 0x8e, 0x9f, 0x8e, 0x20,
     0x08, 0x97, 0x14, 0x85, 0x6e, 0xe2, 0x33, 0xb3, 0x90, 0x2a, 0x59, 0x1d, 0x0d, 0x5f, 0x29, 0x25,
@@ -34,7 +35,8 @@ impl Fulfillment {
 }
 
 impl Condition {
-    /// Whether SHA-256(`f`) equals this condition (digest §4.8).
+    /// Whether SHA-256(`f`) equals this condition
+    /// (RFC 27 "ILP Packet Lifecycle", step 10).
     pub fn is_fulfilled_by(&self, f: &Fulfillment) -> bool {
         f.condition() == *self
     }
@@ -66,7 +68,7 @@ impl fmt::Debug for Fulfillment {
 pub struct Expiry(pub u64);
 
 impl Expiry {
-    /// Parses a 17-digit ILP timestamp (digest §1.9a).
+    /// Parses a 17-digit ILP timestamp (RFC 30 "Fixed-length Timestamps").
     #[inline]
     pub fn from_ilp_timestamp(b: &[u8]) -> Result<Expiry> {
         parse_ilp_timestamp(b).map(Expiry)
@@ -79,7 +81,7 @@ impl Expiry {
     }
 }
 
-/// F08 Amount Too Large error data (digest §2.6, `AmountTooLargeErrorData`):
+/// F08 Amount Too Large error data (RFC 27 "Error Codes", `AmountTooLargeErrorData`):
 /// two UInt64 in the rejecting connector's link units.
 #[derive(Debug, Copy, Clone, PartialEq, Eq, Hash)]
 pub struct AmountTooLarge {
@@ -96,7 +98,7 @@ impl AmountTooLarge {
     }
 
     /// Reads the first 16 bytes; trailing bytes are ignored (RFC 30
-    /// extensibility, digest §1.10).
+    /// "Extensibility").
     pub fn decode(b: &[u8]) -> Result<AmountTooLarge> {
         match b.first_chunk::<16>() {
             Some(b) => {

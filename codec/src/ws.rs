@@ -1,5 +1,6 @@
 //! WebSocket (RFC 6455) framing and the HTTP/1.1 upgrade handshake, as BTP
-//! needs them (digest §5.1: one BTP packet per binary message).
+//! needs them (RFC 23, docs/design.md "BTP transport": one BTP packet per
+//! binary message).
 //!
 //! [`Decoder`] splits complete frames off the front of a `BytesMut` without
 //! copying and unmasks them in place; only fragmented messages (rare) are

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
 /// `(message, SHA-256)` pairs for 32-byte messages. The first is the ILP
-/// peer-protocol condition (ILP-DIGEST §RFC 31 constants); the others were
+/// peer-protocol condition (RFC 31 "Packet"); the others were
 /// computed with Python's `hashlib`.
 const VECTORS: &[(&str, &str)] = &[
     (

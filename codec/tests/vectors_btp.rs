@@ -1,6 +1,6 @@
-//! BTP/2.0 vectors (digest §5, §8): every `btp` vector of
-//! `tests/data/vectors.json` decodes to its listed fields and re-encodes
-//! byte for byte with the builders; the BTP captures of
+//! BTP/2.0 vectors (RFC 23; docs/design.md "Test vectors"): every `btp`
+//! vector of `tests/data/vectors.json` decodes to its listed fields and
+//! re-encodes byte for byte with the builders; the BTP captures of
 //! `tests/data/js-vectors.json` (btp-packet fixtures and live frames from
 //! the JavaScript stack) decode to their listed fields too. The number of
 //! vectors checked is compared with the file so none is skipped silently.
@@ -149,7 +149,8 @@ fn vector<'a>(all: &'a [Value], name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("vector {name} missing"))
 }
 
-/// Digest §5.4: the constructed auth Message and its empty Response.
+/// The constructed auth Message of docs/design.md "BTP authentication" and
+/// its empty Response.
 #[test]
 fn digest_auth_example() {
     let all = load("vectors.json");
@@ -173,8 +174,9 @@ fn digest_auth_example() {
     assert_eq!(out, resp);
 }
 
-/// Digest §5.5: ILP Prepare in a Message, ILP Fulfill in a Response, built
-/// from the ILP packets alone with the one-entry builders.
+/// docs/design.md "Carrying ILP over BTP": ILP Prepare in a Message, ILP
+/// Fulfill in a Response, built from the ILP packets alone with the
+/// one-entry builders.
 #[test]
 fn digest_ilp_examples() {
     let all = load("vectors.json");

@@ -1,5 +1,5 @@
 //! Every OER / timestamp / address / ILP packet / F08 vector from
-//! `tests/data/vectors.json` (digest §8): decode to the listed fields and
+//! `tests/data/vectors.json` (docs/design.md "Test vectors"): decode to the listed fields and
 //! re-encode byte for byte. Counts per kind are compared with the file so
 //! a silently skipped vector fails the test.
 
@@ -327,7 +327,8 @@ fn all_ilp_vectors() {
     println!("checked per kind: {checked:?}");
 }
 
-/// Digest §1.9a's invalid examples, each refused.
+/// The invalid examples of docs/design.md "ILP timestamp" (from RFC 30
+/// "Fixed-length Timestamps"), each refused.
 #[test]
 fn digest_invalid_timestamps() {
     for t in [

@@ -350,7 +350,7 @@ fn vectors_json() {
     }
 
     // Nothing silently skipped: every selected vector was checked, and the
-    // selection is what the digest (§8) says the file holds.
+    // selection is what docs/design.md "Test vectors" says the file holds.
     assert_eq!(seen, in_file);
     let expected: BTreeMap<String, usize> = [
         ("ildcp_request", 3),

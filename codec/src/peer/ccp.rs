@@ -1,4 +1,4 @@
-//! CCP route broadcasting payloads (digest §4.10.2): the format of
+//! CCP route broadcasting payloads (docs/design.md "CCP"): the format of
 //! interledgerjs `ilp-protocol-ccp`, also spoken by ilp-connector and
 //! interledger-rs. The deprecated RFC 10 JSON scheme is not implemented.
 //!
@@ -52,7 +52,7 @@ pub struct RouteControlRequest<'a> {
 }
 
 impl<'a> RouteControlRequest<'a> {
-    /// Decodes the payload; trailing bytes are ignored (digest §1.10).
+    /// Decodes the payload; trailing bytes are ignored (RFC 30 "Extensibility").
     pub fn decode(data: &'a [u8]) -> Result<Self> {
         let mut r = Reader::new(data);
         let mode = Mode::from_u8(r.read_u8()?)?;
@@ -105,7 +105,7 @@ pub struct RouteProp<'a> {
 }
 
 impl RouteProp<'_> {
-    /// The meta byte exactly as the JS serializer writes it (digest §4.10.2):
+    /// The meta byte exactly as the JS serializer writes it (docs/design.md "CCP"):
     /// a non-optional prop is always transitive, and "partial" is only kept
     /// for optional transitive props.
     pub fn meta(&self) -> u8 {
@@ -152,7 +152,7 @@ pub struct Route<'a> {
     pub prefix: &'a [u8],
     /// Hops, nearest first.
     pub path: Vec<&'a [u8]>,
-    /// Opaque; nobody verifies it (digest §4.10.2).
+    /// Opaque; nobody verifies it (docs/design.md "CCP").
     pub auth: [u8; 32],
     pub props: Vec<RouteProp<'a>>,
 }

@@ -1,4 +1,4 @@
-//! Echo / ping data (digest §4.10.5, ilp-connector `middlewares/echo.ts`):
+//! Echo / ping data (docs/design.md "Echo", ilp-connector `middlewares/echo.ts`):
 //! a Prepare to the connector's own address whose data starts with
 //! `ECHOECHOECHOECHO` asks it to send a pong back to the source address.
 
@@ -95,7 +95,7 @@ pub fn ping_prepare(
 }
 
 /// The pong Prepare answering `ping`: to `source_address`, same amount and
-/// condition, data = pong (digest §4.10.5). `expires_at` is the caller's
+/// condition, data = pong (docs/design.md "Echo"). `expires_at` is the caller's
 /// policy (ilp-connector v23 keeps the ping's and lets the pipeline shorten
 /// it).
 pub fn pong_prepare<T: AsRef<[u8]>>(

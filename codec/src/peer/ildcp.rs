@@ -1,4 +1,4 @@
-//! IL-DCP, `peer.config` (RFC 31, digest §4.10.1): a parent tells a child
+//! IL-DCP, `peer.config` (RFC 31 "Packet"): a parent tells a child
 //! its ILP address and the link's asset code and scale.
 
 use bytes::{BufMut, BytesMut};
@@ -22,7 +22,7 @@ pub struct IldcpResponse<'a> {
 impl<'a> IldcpResponse<'a> {
     /// Decodes `VarOctetString clientAddress ‖ UInt8 assetScale ‖
     /// VarOctetString assetCode` (RFC 31). Trailing bytes are ignored
-    /// (digest §1.10).
+    /// (RFC 30 "Extensibility").
     pub fn decode(data: &'a [u8]) -> Result<Self> {
         let mut r = Reader::new(data);
         let client_address = r.read_var_octets()?;

@@ -1,7 +1,8 @@
-//! The ILP peer protocols (digest §4.10): requests are Prepares with amount
-//! 0 and the peer-protocol condition to a `peer.*` destination, answered by
-//! a Fulfill with 32 zero bytes or a Reject. Each protocol's payload lives
-//! in its own module; this one holds what they share.
+//! The ILP peer protocols (docs/design.md "Peer protocols"): requests are
+//! Prepares with amount 0 and the peer-protocol condition to a `peer.*`
+//! destination, answered by a Fulfill with 32 zero bytes or a Reject. Each
+//! protocol's payload lives in its own module; this one holds what they
+//! share.
 
 use core::fmt;
 
@@ -18,7 +19,7 @@ pub mod ildcp;
 
 /// IL-DCP (RFC 31).
 pub const PEER_CONFIG: &[u8] = b"peer.config";
-/// Balance query (node-roles draft, digest §4.10.3).
+/// Balance query (node-roles draft, docs/design.md "peer.balance").
 pub const PEER_BALANCE: &[u8] = b"peer.balance";
 /// CCP route control.
 pub const PEER_ROUTE_CONTROL: &[u8] = b"peer.route.control";
@@ -39,7 +40,8 @@ pub enum PeerProtocol {
     RouteUpdate,
     Balance,
     Settle,
-    /// Under `peer.` but not one we speak (DESIGN.md: F02).
+    /// Under `peer.` but not one we speak: F02
+    /// (docs/design.md "Unknown peer protocols").
     Unknown,
 }
 
