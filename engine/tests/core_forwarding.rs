@@ -338,7 +338,8 @@ fn max_packet_amount_is_f08_with_data() {
     );
     assert_own_reject(&a, ErrorCode::F08_AMOUNT_TOO_LARGE);
     let r = rejected(&a);
-    // receivedAmount 501 = 0x1f5, maximumAmount 500 = 0x1f4, UInt64 BE each (digest §2.6).
+    // receivedAmount 501 = 0x1f5, maximumAmount 500 = 0x1f4, UInt64 BE each
+    // (RFC 27 "Error Codes", docs/design.md "F08 data").
     assert_eq!(
         r.data(),
         &hex::decode("00000000000001f500000000000001f4").unwrap()[..]

@@ -1,12 +1,13 @@
-//! Peer protocols answered by the core (digest §4.10): IL-DCP, peer.balance,
-//! echo, and the rejects for everything else under `peer.`.
+//! Peer protocols answered by the core (docs/design.md "Peer protocols"):
+//! IL-DCP, peer.balance, echo, and the rejects for everything else under
+//! `peer.`.
 
 mod core_support;
 
 use core_support::*;
 use ilpd_engine::core::{Action, ErrorCode};
 
-/// SHA-256 of 32 zero bytes (digest §4.10), written out independently.
+/// SHA-256 of 32 zero bytes (RFC 31 "Packet"), written out independently.
 fn peer_condition() -> [u8; 32] {
     hex::decode("66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925")
         .unwrap()
@@ -101,7 +102,8 @@ fn peer_balance_is_from_the_requesters_point_of_view() {
     fulfilled(&h.flush());
     assert_eq!(h.balance("alice"), 1000, "alice owes us 1000");
     assert_eq!(h.balance("bob"), -1000, "we owe bob 1000");
-    // alice's view: −1000, against her (digest §4.10.3 example: fffffffffffffc18).
+    // alice's view: −1000, against her (docs/design.md "peer.balance"
+    // example: fffffffffffffc18).
     let (_, a) = h.send("alice", peer_request("peer.balance"));
     let f = fulfilled(&a);
     assert_eq!(f.fulfillment(), &[0u8; 32]);
@@ -194,8 +196,9 @@ fn echo_errors() {
 
 #[test]
 fn echo_never_sends_a_pong_to_a_peer_address() {
-    // Digest §2.7 rule 11: nothing to `peer.*` is forwarded, even a pong
-    // built from a ping's source address, and even with a matching route.
+    // RFC 15 "Allocation Schemes", RFC 34 "Special Addresses": nothing to
+    // `peer.*` is forwarded, even a pong built from a ping's source address,
+    // and even with a matching route.
     let cfg = format!("{BASE}\n[[routes]]\nprefix = \"peer.x\"\naccount = \"bob\"\n");
     let mut h = Harness::new(&cfg);
     let (_, cond) = pair(11);

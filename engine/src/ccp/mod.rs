@@ -1,5 +1,5 @@
 //! Route broadcasting: CCP, `peer.route.control` / `peer.route.update`
-//! (digest §4.10.2, the ilp-protocol-ccp format of ilp-connector 21+).
+//! (docs/design.md "CCP": the ilp-protocol-ccp format of ilp-connector 21+).
 //!
 //! [`Ccp`] is a sans-IO state machine like the forwarding core: it is given
 //! `now` and the bytes of requests, and returns replies and the Prepares to
@@ -350,7 +350,8 @@ impl Ccp {
         };
         p.up = true;
         if let Some(r) = &mut p.receiver {
-            // Digest §4.10.2: on link up, RouteControl SYNC with what we hold.
+            // docs/ccp.md "Receiving routes": on link up, RouteControl SYNC with
+            // what we hold.
             r.control_due = Some(now_ms);
             r.control_sent = None;
         }
@@ -546,7 +547,7 @@ impl Ccp {
                 && prefix != our
                 && !prefix.starts_with(&self.own_dot)
                 && route.path.len() <= MAX_PATH_LEN;
-            // Path-vector loop avoidance (digest §4.10.2 import filters).
+            // Path-vector loop avoidance (import filters, docs/design.md "CCP").
             let looped = route.path.contains(&our);
             if !importable || looped {
                 if looped {

@@ -1,4 +1,4 @@
-//! Our side as the receiver of a peer's routes (digest §4.10.2,
+//! Our side as the receiver of a peer's routes (docs/design.md "CCP",
 //! ilp-connector `ccp-receiver`, interledger-rs `server.rs`): what we know
 //! of the peer's table, and the checks an update passes before anything in
 //! our table changes.

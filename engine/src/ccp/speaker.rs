@@ -1,4 +1,4 @@
-//! Our side as the speaker of routes to one peer (digest §4.10.2,
+//! Our side as the speaker of routes to one peer (docs/design.md "CCP",
 //! ilp-connector `ccp-sender`): the peer's mode and known epoch, and the
 //! building of one RouteUpdate from the table's epoch log.
 
@@ -74,8 +74,8 @@ impl Export<'_> {
 
     /// The path tail (after us) and auth to advertise for `best`, or None:
     /// tell the peer it is withdrawn. Never a peer's own routes back to it;
-    /// to a parent, never routes through a peer or parent (digest §4.10.2
-    /// export filters).
+    /// to a parent, never routes through a peer or parent (export filters,
+    /// docs/design.md "CCP").
     fn export<'t>(&self, prefix: &[u8], best: Best<'t>) -> Option<(Vec<&'t [u8]>, [u8; 32])> {
         if let NextHop::Account(a) = best.next_hop() {
             if a == self.peer {
@@ -141,7 +141,7 @@ pub(super) fn build_update(
         match exported {
             Some((tail, auth)) => {
                 let mut path = Vec::with_capacity(tail.len() + 1);
-                // The sender prepends its own address (digest §4.10.2).
+                // The sender prepends its own address (docs/design.md "CCP").
                 path.push(ex.our_address);
                 bytes += route_len(prefix, &tail, ex.our_address);
                 path.extend(tail);

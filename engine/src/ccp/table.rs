@@ -1,4 +1,4 @@
-//! The forwarding table CCP advertises and forwards by (digest §4.10.2,
+//! The forwarding table CCP advertises and forwards by (docs/design.md "CCP",
 //! ilp-connector `forwarding-routing-table`): for each prefix the fixed
 //! route (static config, our own address, a child's address) if there is
 //! one, else the best route learned from a peer; and the epoch log of every
@@ -97,7 +97,8 @@ pub struct Delta {
 }
 
 pub struct Table {
-    /// Per account: lower is preferred (child 0, peer 1, parent 2; digest §4.2).
+    /// Per account: lower is preferred (child 0, peer 1, parent 2;
+    /// RFC 34 "Routing", docs/design.md "Route selection").
     ranks: Vec<u8>,
     /// Keys shared with the log (one allocation per prefix).
     entries: HashMap<Arc<[u8]>, Entry>,
@@ -244,10 +245,11 @@ impl Table {
             .count()
     }
 
-    /// Picks the best learned route of `prefix` (digest §4.2: relation
-    /// child > peer > parent, then shorter path, then smaller account id)
-    /// and logs an epoch if the result differs. `touched_best`: the current
-    /// best route itself was modified (its path may differ).
+    /// Picks the best learned route of `prefix`
+    /// (docs/design.md "Route selection": relation child > peer > parent,
+    /// then shorter path, then smaller account id) and logs an epoch if the
+    /// result differs. `touched_best`: the current best route itself was
+    /// modified (its path may differ).
     fn reselect(&mut self, prefix: &[u8], old: Choice, touched_best: bool) -> bool {
         let ranks = &self.ranks;
         let Some(e) = self.entries.get_mut(prefix) else {

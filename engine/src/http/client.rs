@@ -1,6 +1,6 @@
 //! The client side of ILP-over-HTTP, sans-IO: request heads for a
 //! keep-alive pool, response parsing, and what a response means for the
-//! Forward it answers (digest §4.7, §6).
+//! Forward it answers (RFC 35 "Error Handling"; docs/design.md "ILP over HTTP").
 //!
 //! Status mapping (decided here, documented in docs/http.md):
 //! - `200` with a Fulfill or Reject body: the reply.
@@ -23,7 +23,7 @@ use super::{has_token, parse_content_length, put_decimal, LinkKind, ReqId, MAX_H
 #[derive(Debug, Clone, Copy)]
 pub enum Extra<'a> {
     None,
-    /// RFC 35 async Prepare (digest §6.2).
+    /// RFC 35 async Prepare ("Send ILP Prepare").
     Async {
         callback: &'a str,
         request_id: &'a ReqId,

@@ -701,7 +701,7 @@ impl HttpDriver {
                 callback,
                 request_id,
             } => {
-                // digest §6.2: 202 at once, the reply follows as a POST.
+                // RFC 35 "Send ILP Prepare": 202 at once, the reply follows as a POST.
                 self.respond(slot, seq, 202, Body::Empty);
                 let from = self.owe(
                     account,
@@ -721,7 +721,8 @@ impl HttpDriver {
                 let fp = super::idempotency::fingerprint(&body);
                 match self.cache.begin_with(key, fp, now.unix_ms) {
                     Begin::New if is_async => {
-                        // digest §6.3: `200` = received; the reply is its own POST.
+                        // HTTP-OER-ASYNC (docs/design.md "Node-roles links"):
+                        // `200` = received; the reply is its own POST.
                         self.respond(slot, seq, 200, Body::Empty);
                         let from = self.owe(
                             account,
@@ -1189,7 +1190,7 @@ impl HttpDriver {
                         body,
                     );
                 } else {
-                    // digest §6.3: node roles put the request id in the path.
+                    // docs/design.md "Node-roles links": the request id is in the path.
                     client::write_request(
                         &mut c.wbuf,
                         &p.host,

@@ -1,7 +1,7 @@
 //! The memory of requests on idempotent links (HTTP-OER-SYNC/ASYNC and
-//! BTP/2.0-I, digest §6.3): a repeated request is never handed to the core
-//! again (so never forwarded nor charged twice) and, once answered, gets the
-//! same answer.
+//! BTP/2.0-I; docs/design.md "Node-roles links"): a repeated request is
+//! never handed to the core again (so never forwarded nor charged twice)
+//! and, once answered, gets the same answer.
 //!
 //! Shared by all workers (a repeat may arrive on another connection, hence
 //! another worker) and sharded behind short `parking_lot` locks; only

@@ -1,4 +1,5 @@
-//! ILP-over-HTTP and the idempotent link variants, sans-IO (digest §6).
+//! ILP-over-HTTP and the idempotent link variants, sans-IO (RFC 35 and the
+//! node-roles draft; docs/design.md "ILP over HTTP").
 //!
 //! - [`server`]: parses requests out of a connection's read buffer and keeps
 //!   the responses in request order (HTTP/1.1 pipelining).
@@ -23,8 +24,10 @@ use serde::Deserialize;
 
 use crate::core::AccountId;
 
-/// Largest request or response body accepted by default: the biggest legal
-/// ILP packet plus room (interledger-rs uses 40000, digest §6.2).
+/// Largest request or response body accepted by default: room for the
+/// largest legal Prepare (33,857 bytes) or Fulfill, though not for a Reject
+/// with the longest message (docs/design.md "Size limits"); interledger-rs
+/// uses 40000 too.
 pub const DEFAULT_MAX_BODY: usize = 40_000;
 /// Largest request/response head (request line plus headers).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -33,11 +36,11 @@ pub const MAX_HEADERS: usize = 32;
 /// Longest request id we accept from a peer (a UUID is 36).
 pub const MAX_REQUEST_ID: usize = 64;
 
-/// Which bilateral link an account speaks (node roles, digest §6.3; RFC 35,
-/// digest §6.1–6.2).
+/// Which bilateral link an account speaks (RFC 35 and the node-roles draft;
+/// docs/design.md "ILP over HTTP").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 pub enum LinkKind {
-    /// BTP/2.0 over WebSocket (digest §5).
+    /// BTP/2.0 over WebSocket (RFC 23).
     #[default]
     #[serde(rename = "btp")]
     Btp,
@@ -159,8 +162,9 @@ impl HttpUrl {
         crate::io::client::resolve(&self.host, self.port)
     }
 
-    /// The node-roles path for a packet: `<path>/ilp/<request id>` (digest
-    /// §6.3), where the configured path is the peer's base (`/` usually).
+    /// The node-roles path for a packet: `<path>/ilp/<request id>`
+    /// (docs/design.md "Node-roles links"), where the configured path is the
+    /// peer's base (`/` usually).
     pub fn oer_path(&self, id: &ReqId) -> String {
         let base = self.path.trim_end_matches('/');
         let base = base.strip_suffix("/ilp").unwrap_or(base);

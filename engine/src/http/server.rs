@@ -1,4 +1,5 @@
-//! The server side of an ILP-over-HTTP connection, sans-IO (digest §6).
+//! The server side of an ILP-over-HTTP connection, sans-IO (RFC 35 and the
+//! node-roles draft; docs/design.md "ILP over HTTP").
 //!
 //! [`ServerConn::next`] takes complete requests off the connection's read
 //! buffer: the head is parsed with httparse, the body is split off the
@@ -24,7 +25,7 @@ use crate::core::AccountId;
 /// past it the worker stops reading that connection (back-pressure).
 pub const DEFAULT_MAX_PIPELINE: usize = 4096;
 
-/// What a request asks for (digest §6.1–6.3).
+/// What a request asks for (docs/design.md "RFC 35", "Node-roles links").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// RFC 35 synchronous: answer `200` with the Fulfill or Reject.
@@ -376,7 +377,7 @@ impl ServerConn {
                 "no such path; POST to /ilp, /accounts/<id>/ilp or /ilp/<request-id>\n",
             );
         };
-        // digest §6.2: bearer token, compared in constant time by the core.
+        // RFC 35 "Authentication": bearer token, compared in constant time by the core.
         let account = match token.and_then(|t| accounts.authenticate(t)) {
             Some(a) => a,
             None => {
@@ -433,7 +434,7 @@ impl ServerConn {
                 if let Some(id) = oer_id {
                     Kind::Oer { request_id: id }
                 } else if prefer_async {
-                    // digest §6.2: both are required for the async mode.
+                    // RFC 35 "Send ILP Prepare": both are required for the async mode.
                     match (callback, header_id) {
                         (Some(callback), Some(request_id)) => Kind::Async {
                             callback,
