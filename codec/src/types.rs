@@ -97,8 +97,8 @@ impl AmountTooLarge {
         out
     }
 
-    /// Reads the first 16 bytes; trailing bytes are ignored (RFC 30
-    /// "Extensibility").
+    /// Reads the first 16 bytes; trailing bytes are ignored
+    /// (RFC 30 "Extensibility").
     pub fn decode(b: &[u8]) -> Result<AmountTooLarge> {
         match b.first_chunk::<16>() {
             Some(b) => {

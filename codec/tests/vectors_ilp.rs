@@ -327,8 +327,8 @@ fn all_ilp_vectors() {
     println!("checked per kind: {checked:?}");
 }
 
-/// The invalid examples of docs/design.md "ILP timestamp" (from RFC 30
-/// "Fixed-length Timestamps"), each refused.
+/// The invalid examples of docs/design.md "ILP timestamp"
+/// (from RFC 30 "Fixed-length Timestamps"), each refused.
 #[test]
 fn digest_invalid_timestamps() {
     for t in [

@@ -1,8 +1,8 @@
-//! `peer.balance` ("Interledger node roles" draft; docs/design.md
-//! "peer.balance"): the answer carries the balance as a signed Int64 (8 bytes
-//! big-endian, two's complement) as the whole Fulfill data, from the
-//! requester's point of view. Using the peer-protocol condition for it is our
-//! choice (docs/design.md "Peer-protocol condition").
+//! `peer.balance` ("Interledger node roles" draft;
+//! docs/design.md "peer.balance"): the answer carries the balance as a
+//! signed Int64 (8 bytes big-endian, two's complement) as the whole Fulfill
+//! data, from the requester's point of view. Using the peer-protocol
+//! condition for it is our choice (docs/design.md "Peer-protocol condition").
 
 use bytes::BytesMut;
 
