@@ -12,7 +12,7 @@ use ilpd_codec::ilp::PrepareBuilder;
 use ilpd_codec::types::Expiry;
 use ilpd_codec::ws::{self, Decoder, Message, Opcode, Role};
 
-/// A ~100-byte Prepare, as a BTP Message (digest §5.5).
+/// A ~100-byte Prepare, as a BTP Message (RFC 23 "Message").
 fn btp_message() -> Vec<u8> {
     let prepare = PrepareBuilder {
         amount: 107,

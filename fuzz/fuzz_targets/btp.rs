@@ -1,4 +1,4 @@
-//! Fuzz target: BTP/2.0 decoding (digest §5). Anything `new_checked`
+//! Fuzz target: BTP/2.0 decoding (RFC 23). Anything `new_checked`
 //! accepts must answer every accessor without panicking and re-encode to a
 //! packet that decodes to the same fields.
 #![no_main]

@@ -1,7 +1,7 @@
 'use strict'
 // ildcp.js --btp ws://user:token@127.0.0.1:PORT   (or --http URL --token T)
-// Asks the connector for our address and asset over IL-DCP (RFC 31,
-// digest §4.10.1) and prints {"clientAddress","assetScale","assetCode"}.
+// Asks the connector for our address and asset over IL-DCP
+// (RFC 31 "Packet") and prints {"clientAddress","assetScale","assetCode"}.
 const ILDCP = require('ilp-protocol-ildcp')
 const lib = require('./lib')
 

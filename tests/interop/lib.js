@@ -156,7 +156,7 @@ function describeReply (reply) {
   return { type: 'unknown', hex: reply.toString('hex') }
 }
 
-// RFC 31 / digest §4.10: peer protocols use the all-zero fulfillment.
+// RFC 31 "Packet": peer protocols use the all-zero fulfillment.
 const PEER_PROTOCOL_FULFILLMENT = Buffer.alloc(32)
 const PEER_PROTOCOL_CONDITION = sha256(PEER_PROTOCOL_FULFILLMENT)
 

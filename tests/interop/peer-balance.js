@@ -1,7 +1,7 @@
 'use strict'
 // peer-balance.js --btp ws://user:token@127.0.0.1:PORT   (or --http ...)
 // Sends a Prepare (amount 0) to `peer.balance` with the peer-protocol
-// condition (digest §4.10.3, DESIGN.md "Protocol decisions") and prints
+// condition (docs/design.md "peer.balance") and prints
 //   {"balance": "<signed Int64 as decimal string>"}   exit 0, or
 //   {"reject": {code, triggeredBy, message}}          exit 2.
 const IlpPacket = require('ilp-packet')
@@ -27,7 +27,8 @@ async function main () {
     if (reply.fulfillment !== lib.PEER_PROTOCOL_FULFILLMENT.toString('hex')) {
       lib.fail('peer.balance Fulfill does not carry the peer-protocol fulfillment', { reply })
     }
-    // Signed Int64, big-endian two's complement (digest §1.2).
+    // Signed Int64, big-endian two's complement
+    // (RFC 30 "Fixed-length signed integers").
     lib.emit({ balance: data.readBigInt64BE(0).toString() })
     lib.exitAfterFlush(0)
   } else if (reply.type === 'reject') {

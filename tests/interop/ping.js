@@ -1,7 +1,7 @@
 'use strict'
 // ping.js --btp ws://user:token@127.0.0.1:PORT --destination CONNECTOR_ADDRESS
 //         [--amount N (default 0)]
-// Echo ping, bidirectional mode (digest §4.10.5): we pick a random
+// Echo ping, bidirectional mode (docs/design.md "Echo"): we pick a random
 // fulfillment, send a Prepare to the connector's own address whose condition
 // is its SHA-256 and whose data is `ECHOECHOECHOECHO ‖ 0x00 ‖
 // VarOctetString(our address)`. The connector sends a pong Prepare (same

@@ -83,7 +83,7 @@ impl BtpClient {
     }
 
     /// TCP, upgrade and BTP auth; fails unless the server answers the auth
-    /// with a Response (digest §5.4).
+    /// with a Response (RFC 23 "Authentication").
     pub fn connect_auth(
         addr: SocketAddr,
         username: Option<&str>,
@@ -165,7 +165,7 @@ impl BtpClient {
         self.stream.write_all(&f)
     }
 
-    /// The auth Message (digest §5.4); returns its request id.
+    /// The auth Message (RFC 23 "Authentication"); returns its request id.
     pub fn send_auth(&mut self, username: Option<&str>, token: &str) -> io::Result<u32> {
         let id = self.next_request_id();
         let mut b = Vec::new();

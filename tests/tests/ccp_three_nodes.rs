@@ -1,4 +1,4 @@
-//! Three ilpd processes learn their routes over CCP (digest §4.10.2), with
+//! Three ilpd processes learn their routes over CCP (docs/design.md "CCP"), with
 //! no static routes: A — B — C, where A and C dial B. C's child `carl`
 //! becomes reachable from A's child `sender`; when C goes away, A's route
 //! is withdrawn within holdDownTime and A answers F02 itself.

@@ -1,5 +1,6 @@
 //! A next hop that answers our Prepare with a BTP Error instead of an ILP
-//! reply (digest §5.5: the sender turns it into an ILP Reject upstream).
+//! reply (docs/design.md "Carrying ILP over BTP": the sender turns it into
+//! an ILP Reject upstream).
 //! A final (`F..`) BTP error must not become a retryable T-code upstream.
 
 use std::net::SocketAddr;

@@ -130,7 +130,7 @@ fn alice_pays_bob_through_ilpd() {
             assert_eq!(amount, 1000);
             assert_eq!(destination, "test.ilpd.bob.x");
             assert_eq!(condition, sha256(&f));
-            // min_message_window (1000 ms) was taken off (DESIGN: expiry).
+            // min_message_window (1000 ms) was taken off (docs/design.md "Expiry").
             assert!(
                 expires_ms <= sent_expiry - 1000,
                 "{expires_ms} vs {sent_expiry}"

@@ -166,10 +166,10 @@ fn stream_payment_through_ilpd_then_peer_balance() {
         amount as u64
     );
 
-    // Balance sign (DESIGN.md, "Protocol decisions"): ilpd keeps each peer's
-    // balance as what that peer owes ilpd (positive = in ilpd's favour), and
-    // peer.balance answers the authenticated peer with its balance "from its
-    // point of view", i.e. ilpd's figure negated. alice's Prepares (exactly
+    // docs/design.md "Balance sign": ilpd keeps each peer's balance as what
+    // that peer owes ilpd (positive = in ilpd's favour), and peer.balance
+    // answers the authenticated peer with its balance "from its point of
+    // view", i.e. ilpd's figure negated. alice's Prepares (exactly
     // `amount` fulfilled source units; rate-probe packets were rejected and
     // released) make alice owe ilpd `amount`: ilpd holds +amount, alice is
     // told -amount. ilpd's fulfilled Prepares to bob (1:1 rate, same asset)
@@ -179,7 +179,7 @@ fn stream_payment_through_ilpd_then_peer_balance() {
 }
 
 /// (b) an echo ping to ilpd's own address is fulfilled by the pinger's own
-/// fulfillment, via the pong ilpd sends back to it (digest §4.10.5).
+/// fulfillment, via the pong ilpd sends back to it (docs/design.md "Echo").
 #[test]
 fn echo_ping_to_ilpd_is_fulfilled() {
     require_node();
@@ -220,10 +220,10 @@ fn wrong_btp_token_is_refused() {
 
 /// Exchange rates and asset scales through ilpd, seen by a real STREAM
 /// receiver. alice pays in USD at scale 9; bob is USD at scale 6, carol EUR
-/// at scale 6; prices USD 1, EUR 1.25; spread 1%. DESIGN.md: exact rational
-/// arithmetic, rounded down. No max_packet_amount is configured, so STREAM
-/// sends each payment as one money packet and the expected amounts are one
-/// rounding of the whole amount:
+/// at scale 6; prices USD 1, EUR 1.25; spread 1%. docs/design.md "Rates":
+/// exact rational arithmetic, rounded down. No max_packet_amount is
+/// configured, so STREAM sends each payment as one money packet and the
+/// expected amounts are one rounding of the whole amount:
 ///   bob:   floor(5_000_123 * 0.99 / 1000)            = floor(4950.12) = 4950
 ///   carol: floor(5_000_123 * (1 / 1.25) * 0.99 / 1000) = floor(3960.09) = 3960
 /// (computed below in integers, not copied from ilpd's output).
@@ -358,9 +358,9 @@ incoming_token = "bob-token"
 
 /// `btp+ws://:TOKEN@host` (no user name) is a common ilp-plugin-btp URL
 /// (moneyd and most examples use it). ilp-plugin-btp 1.5.0 then still sends
-/// the `auth_username` sub-protocol, with empty data. DESIGN.md makes
-/// `auth_username` optional, so an empty one must mean "absent" and the
-/// token alone must select the account.
+/// the `auth_username` sub-protocol, with empty data.
+/// docs/design.md "BTP auth" makes `auth_username` optional, so an empty
+/// one must mean "absent" and the token alone must select the account.
 #[test]
 fn empty_btp_username_authenticates_by_token() {
     require_node();

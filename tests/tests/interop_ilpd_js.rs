@@ -5,7 +5,7 @@
 //! of ilpd (`test.ilpd`); the two connectors are BTP peers. Three variants:
 //! the JS connector dials ilpd, ilpd dials the JS connector, and (CCP) no
 //! static routes at all, so each side must learn the other's prefix over
-//! CCP (digest §4.10.2). The same topology with two JS connectors passes in
+//! CCP (docs/design.md "CCP"). The same topology with two JS connectors passes in
 //! interop_js_connector.rs, which separates harness problems from ilpd ones.
 
 use std::net::SocketAddr;

@@ -92,9 +92,10 @@ fn ildcp_ping_and_peer_balance_against_js_connector() {
     assert_eq!(ping["pongReceived"], true, "{ping}");
     assert_eq!(ping["pong"]["amount"], "7", "{ping}");
 
-    // ilp-connector 23 does not implement peer.balance (digest §4.10.3): it
-    // answers any unknown peer.* protocol with F01. This checks that
-    // peer-balance.js reports a Reject as such (exit 2, code shown).
+    // ilp-connector 23 does not implement peer.balance
+    // (docs/design.md "peer.balance"): it answers any unknown peer.*
+    // protocol with F01. This checks that peer-balance.js reports a Reject
+    // as such (exit 2, code shown).
     let (status, v, p) = js::run("peer-balance.js", &["--btp", &alice], t);
     if status.code() != Some(2) {
         p.dump();

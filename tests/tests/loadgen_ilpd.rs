@@ -139,7 +139,8 @@ min_balance = -9000000000000000000
         "{pk} {rc}"
     );
     // A wrong fulfillment is never passed on: ilpd rejects it instead
-    // (DESIGN: F05 upstream), so the sender never sees a bad preimage.
+    // (F05 upstream, docs/design.md "Wrong fulfillment"), so the sender
+    // never sees a bad preimage.
     let wrong = num(&rc["wrong_fulfillment_sent"]);
     assert!(wrong > 400, "{rc}");
     assert_eq!(num(&pk["wrong_fulfillment"]), 0, "{pk}");
