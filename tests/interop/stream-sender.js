@@ -40,7 +40,7 @@ async function main () {
   }
   lib.emit(result)
   // Do not wait for the close handshake: the server side keeps one last
-  // frame pending for ~30 s (INTEROP.md). Our Fulfills are all in.
+  // frame pending for ~30 s (docs/interop.md). Our Fulfills are all in.
   lib.exitAfterFlush(0)
 }
 
