@@ -22,4 +22,5 @@ pub mod stats;
 pub mod sweep;
 pub mod template;
 pub mod timer;
+pub mod track;
 pub mod url;

@@ -73,6 +73,33 @@ impl Secret {
     }
 }
 
+/// The execution condition of a fulfillment: SHA-256 of it (for reports;
+/// the hot path hashes in batches with the codec's `BatchVerifier`).
+pub fn condition(fulfillment: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(fulfillment).into()
+}
+
+/// A seed nobody chose: from the OS's random source (so the conditions of
+/// two runs differ unless `--seed` fixes them).
+pub fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == b.len() as isize {
+        return u64::from_ne_bytes(b);
+    }
+    // No getrandom: the clock, the pid and a counter, mixed.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    mix64(
+        t ^ mix64(std::process::id() as u64)
+            ^ u64::from_le_bytes(crate::link::nonce16()[..8].try_into().unwrap_or_default()),
+    )
+}
+
 /// What the receiver does with a valid Prepare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -248,6 +275,19 @@ mod tests {
         assert_ne!(a.fulfillment(7), a.fulfillment(8));
         assert_ne!(a.fulfillment(7), b.fulfillment(7));
         assert_ne!(a.fulfillment(7), a.wrong_fulfillment(7));
+    }
+
+    #[test]
+    fn random_seeds_differ_and_conditions_are_sha256() {
+        let seeds: std::collections::HashSet<u64> = (0..64).map(|_| random_seed()).collect();
+        assert_eq!(seeds.len(), 64);
+        // SHA-256 of 32 zero bytes.
+        assert_eq!(
+            condition(&[0; 32])[..4],
+            [0x66, 0x68, 0x7a, 0xad],
+            "{:x?}",
+            condition(&[0; 32])
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! report throughput and an HDR latency distribution.
 //!
 //! Exit codes: 0 success, 1 the run failed (a link could not be opened, a
-//! reconciliation mismatch with `--strict`, ...), 2 bad flags.
+//! reconciliation mismatch with `--strict`, ...), 2 bad flags, 3 the run
+//! was aborted because the connector's links failed (the report, with
+//! "aborted", is still printed and written).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ilpd_loadgen::run::{self, RunConfig, Target};
@@ -122,9 +124,9 @@ struct LoadArgs {
     /// Receiver outcome mix, e.g. fulfill=90,reject:F99=5,wrong=3,noanswer=2.
     #[arg(long, default_value = "fulfill")]
     mix: String,
-    /// Seed for fulfillments and the outcome mix (repeatable runs).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Seed for fulfillments and the outcome mix (repeatable runs) [default: random].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Receiver rejects (R02) Prepares with less time left than this.
     #[arg(long, default_value = "0ms", value_parser = parse_duration)]
     min_time_left: Duration,
@@ -264,8 +266,9 @@ struct PayArgs {
     /// Chunked: worst exchange rate accepted (destination/source).
     #[arg(long, default_value_t = 0.0)]
     min_rate: f64,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Seed for fulfillments and the chunk sizes [default: random].
+    #[arg(long)]
+    seed: Option<u64>,
     #[arg(long, short)]
     quiet: bool,
 }
@@ -303,7 +306,7 @@ fn run_config(load: &LoadArgs, target: Target) -> Result<RunConfig, String> {
         Some(s) => ilpd_codec::sha256::parse_choice(s)?,
         None => None,
     };
-    ilpd_loadgen::lt::OutcomeMix::parse(&load.mix, load.seed)?;
+    ilpd_loadgen::lt::OutcomeMix::parse(&load.mix, 0)?;
     let lt = match (load.rate, load.window) {
         (Some(r), _) => {
             if !(r.is_finite() && r > 0.0) {
@@ -334,7 +337,7 @@ fn run_config(load: &LoadArgs, target: Target) -> Result<RunConfig, String> {
         expiry: load.expiry,
         destinations: load.destinations as usize,
         mix: load.mix.clone(),
-        seed: load.seed,
+        seed: load.seed.unwrap_or_else(ilpd_loadgen::lt::random_seed),
         min_time_left_ms: load.min_time_left.as_millis() as u64,
         grace: load.grace,
         drain: load.drain,
@@ -353,27 +356,41 @@ fn run_config(load: &LoadArgs, target: Target) -> Result<RunConfig, String> {
 
 /// Runs, prints the table, writes the files.
 fn execute(cfg: &RunConfig, load: &LoadArgs) -> ExitCode {
+    let write_json = |r: &run::RunResult| -> Result<(), String> {
+        match &load.json {
+            Some(p) => {
+                let v = report::to_json(cfg, r);
+                let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+                std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))
+            }
+            None => Ok(()),
+        }
+    };
     let r = match run::run(cfg) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
+            // Scripts waiting for the report get one that says why.
+            if let Err(e) = write_json(&run::RunResult::not_started(e)) {
+                eprintln!("error: {e}");
+            }
             return ExitCode::from(1);
         }
     };
     print!("{}", report::table(cfg, &r));
-    if let Some(p) = &load.json {
-        let v = report::to_json(cfg, &r);
-        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-        if let Err(e) = std::fs::write(p, text) {
-            eprintln!("error: {}: {e}", p.display());
-            return ExitCode::from(1);
-        }
+    if let Err(e) = write_json(&r) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
     }
     if let Some(p) = &load.hdr_log {
         if let Err(e) = report::write_hdr_log(p, cfg, &r) {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
+    }
+    if let Some(why) = &r.aborted {
+        eprintln!("error: run aborted: {why}");
+        return ExitCode::from(3);
     }
     if load.strict {
         let s = &r.sender;
@@ -471,7 +488,7 @@ fn main() -> ExitCode {
                 min_chunk: a.min_chunk,
                 max_chunk: a.max_chunk,
                 min_rate: a.min_rate,
-                seed: a.seed,
+                seed: a.seed.unwrap_or_else(ilpd_loadgen::lt::random_seed),
                 quiet: a.quiet,
             };
             pay::main(&cfg)

@@ -18,13 +18,14 @@ use ilpd_codec::ErrorCode;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::link::{self, CLIENT_MASK, MAX_MESSAGE};
 use crate::lt::{self, Outcome, OutcomeMix, Secret};
 use crate::stats::{Live, ReceiverStats};
+use crate::track::FulfillTrack;
 
 /// Something the receiver did, for payment APIs that want to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,6 +287,8 @@ struct RecvConn {
     wbuf: Vec<u8>,
     wpos: usize,
     dead: bool,
+    /// Client links open in the whole run (decremented when this one fails).
+    up: Option<Arc<AtomicUsize>>,
 }
 
 impl RecvConn {
@@ -311,6 +314,7 @@ impl RecvConn {
             wbuf: Vec::with_capacity(1 << 16),
             wpos: 0,
             dead: false,
+            up: None,
         }
     }
 
@@ -320,6 +324,9 @@ impl RecvConn {
                 stats.errors.add(m);
             }
             self.dead = true;
+            if let Some(up) = self.up.take() {
+                up.fetch_sub(1, Ordering::AcqRel);
+            }
             let _ = self.stream.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -344,6 +351,8 @@ struct Ctx {
     reply: Vec<u8>,
     /// Token that BTP or HTTP clients must present (server modes).
     token: Option<String>,
+    /// Where fulfilled sequence numbers are marked (for "unconfirmed").
+    track: Option<Arc<FulfillTrack>>,
 }
 
 /// A receiver thread.
@@ -418,11 +427,34 @@ impl Receiver {
                 cache: ExpiryCache::default(),
                 reply: Vec::with_capacity(256),
                 token,
+                track: None,
             },
             conns,
             listener,
             poll,
         })
+    }
+
+    /// Marks every packet it fulfills in `track`.
+    pub fn set_track(&mut self, track: Arc<FulfillTrack>) {
+        self.ctx.track = Some(track);
+    }
+
+    /// Its client links count in `up` (the run's open receive links): each
+    /// one that fails (closed or reset by the connector) decrements it once.
+    /// Stopping the receiver does not.
+    pub fn set_link_counter(&mut self, up: &Arc<AtomicUsize>) {
+        for c in self.conns.iter_mut().filter(|c| c.kind == Kind::BtpClient) {
+            c.up = Some(up.clone());
+        }
+    }
+
+    /// Client links (to a connector) this receiver holds.
+    pub fn client_links(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|c| c.kind == Kind::BtpClient)
+            .count()
     }
 
     /// Serves until `stop` is set, then returns its stats.
@@ -554,8 +586,11 @@ fn read(c: &mut RecvConn, ctx: &mut Ctx) {
         }
         match c.rb.read_from(&mut c.stream) {
             Ok(0) => {
-                // The peer closed: normal at the end of a run.
-                c.kill(&mut ctx.stats, None);
+                // A client closing is normal at the end of a run; the
+                // connector closing our link is not.
+                let m = (c.kind == Kind::BtpClient)
+                    .then(|| format!("{}: connection closed by peer", c.name));
+                c.kill(&mut ctx.stats, m);
                 return;
             }
             Ok(_) => {
@@ -636,7 +671,9 @@ fn process_btp(c: &mut RecvConn, ctx: &mut Ctx) {
                 continue;
             }
             Opcode::Close => {
-                c.kill(&mut ctx.stats, None);
+                let m = (c.kind == Kind::BtpClient)
+                    .then(|| format!("{}: connection closed by peer (WebSocket close)", c.name));
+                c.kill(&mut ctx.stats, m);
                 return;
             }
             _ => continue,
@@ -800,6 +837,9 @@ fn serve(ctx: &mut Ctx, ilp: &[u8], now_ms: u64) -> Decision {
         Decision::Fulfill { seq, amount, .. } => {
             ctx.stats.fulfilled += 1;
             ctx.stats.amount_fulfilled += *amount as u128;
+            if let Some(t) = &ctx.track {
+                t.mark(*seq);
+            }
             if let Some(ev) = &ctx.events {
                 let _ = ev.send(ReceiverEvent::IncomingFulfill {
                     seq: *seq,

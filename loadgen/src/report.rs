@@ -100,6 +100,11 @@ pub fn to_json(cfg: &RunConfig, r: &RunResult) -> Value {
         .chain(r.receiver.errors.0.iter())
         .map(|(m, n)| json!({"message": m, "count": n}))
         .collect();
+    let unconfirmed: Vec<Value> = r
+        .unconfirmed
+        .iter()
+        .map(|u| json!({"condition": hex(&u.condition), "amount": u.amount.to_string()}))
+        .collect();
     json!({
         "tool": "ilp-loadgen",
         "version": env!("CARGO_PKG_VERSION"),
@@ -110,6 +115,7 @@ pub fn to_json(cfg: &RunConfig, r: &RunResult) -> Value {
         "target": cfg.target_label(),
         "receive_address": r.receive_address,
         "sha256_impl": r.sha256_impl,
+        "aborted": r.aborted,
         "measured_seconds": r.measured_secs,
         "total_seconds": r.total_secs,
         "packets": {
@@ -136,6 +142,11 @@ pub fn to_json(cfg: &RunConfig, r: &RunResult) -> Value {
             "amount_fulfilled_at_sender": s.total_amount_fulfilled.to_string(),
             "amount_received_at_loopback": r.receiver.amount_fulfilled.to_string(),
             "delta": r.reconciliation_delta().to_string(),
+            "unconfirmed": {
+                "count": r.unconfirmed.len(),
+                "amount": r.unconfirmed_amount().to_string(),
+                "packets": unconfirmed,
+            },
         },
         "receiver": {
             "prepares": r.receiver.prepares,
@@ -147,6 +158,11 @@ pub fn to_json(cfg: &RunConfig, r: &RunResult) -> Value {
         },
         "errors": errors,
     })
+}
+
+/// Lower-case hex.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The final human table.
@@ -261,6 +277,18 @@ pub fn table(cfg: &RunConfig, r: &RunResult) -> String {
         fmt_int(r.receiver.amount_fulfilled),
         r.reconciliation_delta()
     );
+    if !r.unconfirmed.is_empty() {
+        let _ = writeln!(
+            o,
+            "  unconfirmed   {} packets, amount {}: fulfilled at loopback, Fulfill never came back",
+            fmt_int(r.unconfirmed.len() as u128),
+            fmt_int(r.unconfirmed_amount())
+        );
+    }
+    if let Some(why) = &r.aborted {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "  ABORTED       {why}");
+    }
     let errs: Vec<_> = s
         .errors
         .0

@@ -4,7 +4,7 @@
 use ilpd_codec::sha256::{BatchVerifier, Impl};
 use std::io::IsTerminal;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use crate::lt::{OutcomeMix, Secret};
 use crate::receiver::{ClientLink, Receiver, ReceiverEvent, ReceiverRules};
 use crate::sender::{Load, Sender, SenderSpec};
 use crate::stats::{fmt_int, Live, ReceiverStats, SenderStats};
+use crate::track::FulfillTrack;
 use crate::url::{LinkUrl, Scheme};
 
 /// What the generator drives. (Built once per run: size does not matter.)
@@ -92,7 +93,7 @@ impl Default for RunConfig {
             expiry: Duration::from_secs(30),
             destinations: 1,
             mix: "fulfill".into(),
-            seed: 1,
+            seed: crate::lt::random_seed(),
             min_time_left_ms: 0,
             grace: Duration::from_secs(1),
             drain: Duration::from_secs(5),
@@ -142,6 +143,18 @@ impl RunConfig {
     }
 }
 
+/// A packet fulfilled at the loopback whose Fulfill never reached the
+/// sender (its link failed, the run ended or it timed out first): whether
+/// the connector settled it is unknown to us.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unconfirmed {
+    pub seq: u64,
+    /// The amount the sender sent.
+    pub amount: u64,
+    /// The Prepare's execution condition.
+    pub condition: [u8; 32],
+}
+
 /// Everything a run measured.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -153,9 +166,33 @@ pub struct RunResult {
     pub total_secs: f64,
     pub receive_address: String,
     pub sha256_impl: &'static str,
+    /// Fulfilled at the loopback, never answered at the sender, by seq.
+    pub unconfirmed: Vec<Unconfirmed>,
+    /// Why the run stopped early: the connector's links failed (closed or
+    /// reset), or the run could not start.
+    pub aborted: Option<String>,
 }
 
 impl RunResult {
+    /// The result of a run that could not start (for the JSON report).
+    pub fn not_started(reason: String) -> RunResult {
+        RunResult {
+            sender: SenderStats::default(),
+            receiver: ReceiverStats::default(),
+            measured_secs: 0.0,
+            total_secs: 0.0,
+            receive_address: String::new(),
+            sha256_impl: "",
+            unconfirmed: Vec::new(),
+            aborted: Some(reason),
+        }
+    }
+
+    /// Total amount (as sent) of the unconfirmed packets.
+    pub fn unconfirmed_amount(&self) -> u128 {
+        self.unconfirmed.iter().map(|u| u.amount as u128).sum()
+    }
+
     /// Fulfilled packets per second in the measured window.
     pub fn throughput(&self) -> f64 {
         if self.measured_secs > 0.0 {
@@ -348,6 +385,24 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         .map(|i| format!("{address}.{i}").into_bytes())
         .collect();
 
+    // Sender rings (per connection), and the receivers' marks of what they
+    // fulfilled, one word per ring slot.
+    let total_conns = threads * cfg.conns.max(1) * send_urls.len();
+    // The ring is bigger than a closed-loop window so that one packet held
+    // (e.g. "noanswer") does not block the ring when it wraps.
+    let max_in_flight = match cfg.load {
+        Load::Closed { window } => window.max(1).saturating_mul(8).max(1024),
+        Load::Open { .. } => cfg.max_in_flight.max(1),
+    };
+    let track = Arc::new(FulfillTrack::new(
+        total_conns,
+        max_in_flight.next_power_of_two() as usize,
+    ));
+    // Client links to the connector still open: when the last one fails the
+    // loopback is gone and the run stops.
+    let recv_links_up = Arc::new(AtomicUsize::new(0));
+    let mut recv_links_total = 0;
+
     let rules = ReceiverRules {
         address: address.clone().into_bytes(),
         secret,
@@ -373,6 +428,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             cfg.events.clone(),
         )?;
         r.busy_poll = cfg.busy_poll;
+        r.set_track(track.clone());
+        recv_links_total += r.client_links();
+        recv_links_up.fetch_add(r.client_links(), Ordering::AcqRel);
+        r.set_link_counter(&recv_links_up);
         let stop = stop_recv.clone();
         let live = live_recv[t].clone();
         let core = core_of(threads + t);
@@ -384,18 +443,12 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     }
 
     // --- Sending side: each thread connects, says ready, waits for go.
-    let total_conns = (threads * cfg.conns.max(1) * send_urls.len()) as f64;
+    let total_conns = total_conns as f64;
     let rate_per_conn = match cfg.load {
         Load::Open { rate } => rate / total_conns,
         Load::Closed { .. } => 0.0,
     };
     let packets_per_conn = cfg.packets.map(|p| (p as f64 / total_conns).ceil() as u64);
-    // The ring is bigger than a closed-loop window so that one packet held
-    // (e.g. "noanswer") does not block the ring when it wraps.
-    let max_in_flight = match cfg.load {
-        Load::Closed { window } => window.max(1).saturating_mul(8).max(1024),
-        Load::Open { .. } => cfg.max_in_flight.max(1),
-    };
     let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<(usize, Result<(), String>)>();
     let mut go_txs = Vec::new();
     let mut send_handles = Vec::new();
@@ -420,6 +473,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             core: core_of(t),
             busy_poll: cfg.busy_poll,
             connect_timeout: cfg.connect_timeout,
+            track: Some(track.clone()),
         };
         let (go_tx, go_rx) = crossbeam::channel::bounded::<Option<(Clock, Timing)>>(1);
         go_txs.push(go_tx);
@@ -499,12 +553,18 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     let show = cfg.progress && std::io::stderr().is_terminal();
     let mut last = (0u64, 0u64);
     let mut tick = 1u64;
+    let mut recv_links_failed = false;
     while send_handles.iter().any(|h| !h.is_finished()) {
         std::thread::sleep(Duration::from_millis(20));
         // Belt and braces: the senders stop themselves at hard_stop.
         if clock.now_ns() > timing.hard_stop_ns + 2_000_000_000
             || interrupted.load(Ordering::Relaxed)
         {
+            stop_send.store(true, Ordering::Relaxed);
+        }
+        // Every receive link failed: nothing can be fulfilled any more.
+        if recv_links_total > 0 && recv_links_up.load(Ordering::Acquire) == 0 {
+            recv_links_failed = true;
             stop_send.store(true, Ordering::Relaxed);
         }
         if show && started.elapsed() >= Duration::from_secs(tick) {
@@ -561,6 +621,33 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             Err(_) => receiver.errors.add("a receiver thread panicked"),
         }
     }
+    // The receivers have stopped: their marks are final. Packets the sender
+    // still had in flight at the end that the loopback fulfilled are
+    // unconfirmed, like those that timed out after being fulfilled.
+    let mut unconfirmed_seqs = std::mem::take(&mut sender.unconfirmed);
+    unconfirmed_seqs.extend(
+        std::mem::take(&mut sender.in_flight_at_end)
+            .into_iter()
+            .filter(|(seq, _)| track.fulfilled(*seq)),
+    );
+    unconfirmed_seqs.sort_unstable();
+    unconfirmed_seqs.dedup_by_key(|u| u.0);
+    let unconfirmed = unconfirmed_seqs
+        .into_iter()
+        .map(|(seq, amount)| Unconfirmed {
+            seq,
+            amount,
+            condition: crate::lt::condition(&secret.fulfillment(seq)),
+        })
+        .collect();
+    let aborted = sender.aborted.clone().or_else(|| {
+        recv_links_failed.then(|| {
+            receiver.errors.0.first().map_or_else(
+                || "every receive link failed".to_string(),
+                |(m, _)| m.clone(),
+            )
+        })
+    });
     // Packet-count runs may end before the duration does.
     let measured_ns = finished_ns.min(end_ns).saturating_sub(warmup_end_ns);
     Ok(RunResult {
@@ -570,5 +657,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         total_secs: started.elapsed().as_secs_f64(),
         receive_address: address,
         sha256_impl: verifier.impl_name(),
+        unconfirmed,
+        aborted,
     })
 }

@@ -29,6 +29,7 @@ use crate::lt::{self, Secret};
 use crate::stats::{Live, SenderStats};
 use crate::template::Template;
 use crate::timer::Timer;
+use crate::track::FulfillTrack;
 use crate::url::{LinkUrl, Scheme};
 
 /// How packets are paced.
@@ -72,6 +73,8 @@ pub struct SenderSpec {
     /// Never block in epoll (one core per thread spinning).
     pub busy_poll: bool,
     pub connect_timeout: Duration,
+    /// The receivers' marks of what they fulfilled (for "unconfirmed").
+    pub track: Option<Arc<FulfillTrack>>,
 }
 
 const FREE: u8 = 0;
@@ -124,6 +127,8 @@ struct SendConn {
     ring: Ring,
     limit: Option<u64>,
     dead: bool,
+    /// Why it died, if it failed.
+    failure: Option<String>,
 }
 
 /// Opens every link of a sender thread (blocking, with timeouts).
@@ -154,35 +159,51 @@ fn open_conns(spec: &SenderSpec, conns_per_url: usize) -> Result<Vec<SendConn>, 
                     (s, BytesMut::new(), true, t)
                 }
             };
-            std_stream
-                .set_nonblocking(true)
-                .map_err(|e| format!("{name}: {e}"))?;
-            let cap = spec.max_in_flight.max(1).next_power_of_two();
-            out.push(SendConn {
-                name,
-                http,
-                stream: mio::net::TcpStream::from_std(std_stream),
-                rb: ReadBuf::with_initial(256 * 1024, &rbuf),
-                sp: FrameSplitter::new(Role::Client, MAX_MESSAGE),
-                wbuf: Vec::with_capacity(1 << 16),
-                wpos: 0,
-                templates,
-                stream_id,
-                generated: 0,
-                ring: Ring {
-                    slots: vec![Slot::default(); cap as usize],
-                    mask: cap - 1,
-                    next_rid: 1,
-                    head: 1,
-                    inflight: 0,
-                },
-                limit: spec.packets_per_conn,
-                dead: false,
-            });
+            out.push(send_conn(
+                spec, name, http, std_stream, &rbuf, templates, stream_id,
+            )?);
             stream_id = stream_id.wrapping_add(1);
         }
     }
     Ok(out)
+}
+
+/// One connected link, made non-blocking, with an empty ring.
+fn send_conn(
+    spec: &SenderSpec,
+    name: String,
+    http: bool,
+    std_stream: std::net::TcpStream,
+    rbuf: &[u8],
+    templates: Vec<Template>,
+    stream_id: u16,
+) -> Result<SendConn, String> {
+    std_stream
+        .set_nonblocking(true)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let cap = spec.max_in_flight.max(1).next_power_of_two();
+    Ok(SendConn {
+        name,
+        http,
+        stream: mio::net::TcpStream::from_std(std_stream),
+        rb: ReadBuf::with_initial(256 * 1024, rbuf),
+        sp: FrameSplitter::new(Role::Client, MAX_MESSAGE),
+        wbuf: Vec::with_capacity(1 << 16),
+        wpos: 0,
+        templates,
+        stream_id,
+        generated: 0,
+        ring: Ring {
+            slots: vec![Slot::default(); cap as usize],
+            mask: cap - 1,
+            next_rid: 1,
+            head: 1,
+            inflight: 0,
+        },
+        limit: spec.packets_per_conn,
+        dead: false,
+        failure: None,
+    })
 }
 
 /// A sender thread, connected and waiting for the start signal.
@@ -257,7 +278,7 @@ impl Sender {
                     let due = self.generate(i, now, &clock, &timing, interval_ns);
                     next_due = next_due.min(due);
                 }
-                self.flush(i);
+                self.flush(i, &clock);
                 self.check_timeouts(i, now);
             }
             let open: Vec<bool> = self.conns.iter().map(|c| !c.dead).collect();
@@ -269,14 +290,18 @@ impl Sender {
                 .conns
                 .iter()
                 .all(|c| c.dead || c.limit.is_some_and(|l| c.generated >= l));
-            if (ending || limits_done) && !busy {
+            if !open.iter().any(|o| *o) {
+                // Every link failed (the connector went away): the run
+                // cannot go on.
+                self.stats.aborted = self.conns.iter().find_map(|c| c.failure.clone());
                 break;
             }
-            if !open.iter().any(|o| *o) {
+            if (ending || limits_done) && !busy {
                 break;
             }
             if now >= timing.hard_stop_ns {
                 for c in self.conns.iter_mut() {
+                    record_in_flight(c, &mut self.stats);
                     self.stats.lost += c.ring.inflight as u64;
                     if c.ring.inflight > 0 {
                         self.stats.errors.add(format!(
@@ -446,24 +471,31 @@ impl Sender {
     }
 
     /// One write per turn with everything pending.
-    fn flush(&mut self, i: usize) {
+    fn flush(&mut self, i: usize, clock: &Clock) {
         let c = &mut self.conns[i];
+        let mut failed = None;
         while c.wpos < c.wbuf.len() {
             match c.stream.write(&c.wbuf[c.wpos..]) {
                 Ok(0) => {
-                    let msg = format!("{}: connection closed by peer", c.name);
-                    Self::kill(c, &mut self.stats, msg);
-                    return;
+                    failed = Some(format!("{}: connection closed by peer", c.name));
+                    break;
                 }
                 Ok(n) => c.wpos += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let msg = format!("{}: {}", c.name, link::io_cause(&e));
-                    Self::kill(c, &mut self.stats, msg);
-                    return;
+                    failed = Some(format!("{}: {}", c.name, link::io_cause(&e)));
+                    break;
                 }
             }
+        }
+        if let Some(msg) = failed {
+            // The connector is gone, but what it sent before it went is
+            // still in the socket: the replies that made it back count.
+            self.read(i, clock);
+            let Sender { conns, stats, .. } = self;
+            Self::kill(&mut conns[i], stats, msg);
+            return;
         }
         if c.wpos == c.wbuf.len() {
             c.wbuf.clear();
@@ -476,8 +508,10 @@ impl Sender {
 
     fn kill(c: &mut SendConn, stats: &mut SenderStats, msg: String) {
         if !c.dead {
-            stats.errors.add(msg);
+            stats.errors.add(msg.clone());
+            c.failure = Some(msg);
             c.dead = true;
+            record_in_flight(c, stats);
             stats.lost += c.ring.inflight as u64;
             c.ring.inflight = 0;
             for s in c.ring.slots.iter_mut() {
@@ -498,6 +532,11 @@ impl Sender {
             if s.state == IN_FLIGHT && now > s.deadline_ns {
                 if s.measured {
                     self.stats.timed_out += 1;
+                }
+                // Past expiry + grace the receiver refuses it (R00), so
+                // whether it fulfilled it is known now, for good.
+                if self.spec.track.as_ref().is_some_and(|t| t.fulfilled(s.seq)) {
+                    self.stats.unconfirmed.push((s.seq, s.amount));
                 }
                 c.ring.inflight -= 1;
                 if c.http {
@@ -546,6 +585,22 @@ impl Sender {
             }
         }
     }
+}
+
+/// Notes the packets still in flight on `c` (its link failed or the run
+/// ended): the run learns after the receivers stop which of them were
+/// fulfilled at the loopback.
+fn record_in_flight(c: &SendConn, stats: &mut SenderStats) {
+    if c.ring.inflight == 0 {
+        return;
+    }
+    stats.in_flight_at_end.extend(
+        c.ring
+            .slots
+            .iter()
+            .filter(|s| s.state == IN_FLIGHT)
+            .map(|s| (s.seq, s.amount)),
+    );
 }
 
 fn process_btp(c: &mut SendConn, stats: &mut SenderStats, secret: &Secret, now: u64) {
@@ -769,5 +824,172 @@ fn on_reply(
             Err(e) => malformed(stats, e.to_string()),
         },
         _ => malformed(stats, "not a Fulfill or Reject".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ilpd_codec::ilp::FulfillBuilder;
+    use ilpd_codec::ws::{Decoder, Message};
+    use std::io::Read;
+
+    /// A sender thread with one BTP connection to `peer`'s other end.
+    fn sender_with_peer(track: &Arc<FulfillTrack>) -> (Sender, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let spec = SenderSpec {
+            thread: 0,
+            urls: Vec::new(),
+            first_stream: 0,
+            load: Load::Closed { window: 8 },
+            rate_per_conn: 0.0,
+            max_in_flight: 64,
+            in_flight_limit: 64,
+            amount: 5,
+            min_dest: 5,
+            data_size: 16,
+            expiry: Duration::from_secs(30),
+            grace: Duration::from_secs(1),
+            destinations: vec![b"test.lg.0".to_vec()],
+            secret: Secret::from_seed(9),
+            verifier: BatchVerifier::new(None).unwrap(),
+            packets_per_conn: None,
+            core: None,
+            busy_poll: false,
+            connect_timeout: Duration::from_secs(1),
+            track: Some(track.clone()),
+        };
+        let templates = vec![Template::btp(b"test.lg.0", 16)];
+        let conn = send_conn(
+            &spec,
+            "send link test".into(),
+            false,
+            ours,
+            &[],
+            templates,
+            0,
+        )
+        .unwrap();
+        let sender = Sender {
+            timer: None,
+            spec,
+            conns: vec![conn],
+            poll: Poll::new().unwrap(),
+            stats: SenderStats::default(),
+            ts: TimestampCache::new(),
+            fulfillments: vec![[0; 32]; BATCH],
+            conditions: vec![[0; 32]; BATCH],
+        };
+        (sender, peer)
+    }
+
+    /// (request id, seq) of every Prepare the peer reads, until `n`.
+    fn read_prepares(peer: &mut std::net::TcpStream, n: usize) -> Vec<(u32, u64)> {
+        let mut dec = Decoder::new(Role::Server, MAX_MESSAGE);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        while out.len() < n {
+            match dec.decode(&mut buf).unwrap() {
+                Some(Message::Binary(p)) => {
+                    let b = Btp::new_checked(&p[..]).unwrap();
+                    let ilp = &p[b.ilp_range().unwrap()];
+                    let prep = crate::receiver::parse_prepare(ilp).unwrap();
+                    let (seq, _) = lt::read_data_header(prep.data).unwrap();
+                    out.push((b.request_id(), seq));
+                }
+                Some(_) => {}
+                None => {
+                    let mut chunk = [0u8; 4096];
+                    let k = peer.read(&mut chunk).unwrap();
+                    assert!(k > 0, "sender closed");
+                    buf.extend_from_slice(&chunk[..k]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn replies_read_before_a_reset_count_and_the_rest_is_recorded_in_flight() {
+        let track = Arc::new(FulfillTrack::new(1, 64));
+        let (mut s, mut peer) = sender_with_peer(&track);
+        let clock = Clock::new();
+        let now = clock.now_ns();
+        let timing = Timing {
+            start_ns: now,
+            warmup_end_ns: now,
+            end_ns: now + 10_000_000_000,
+            hard_stop_ns: now + 11_000_000_000,
+        };
+        s.generate(0, now, &clock, &timing, 0.0);
+        s.flush(0, &clock);
+        let prepares = read_prepares(&mut peer, 8);
+        assert_eq!(s.conns[0].ring.inflight, 8);
+        // The "connector" answers three with their Fulfills, and its
+        // receiver fulfilled two more whose Fulfills it never passes on;
+        // then it dies with a reset.
+        let mut out = Vec::new();
+        for (rid, seq) in &prepares[..3] {
+            let mut ilp = Vec::new();
+            FulfillBuilder {
+                fulfillment: &s.spec.secret.fulfillment(*seq),
+                data: b"",
+            }
+            .write_to(&mut ilp);
+            let mut b = BytesMut::new();
+            btp::write_ilp_response(&mut b, *rid, &ilp);
+            ws::write_frame(&mut out, Opcode::Binary, &b, None);
+        }
+        for (_, seq) in &prepares[3..5] {
+            track.mark(*seq);
+        }
+        peer.write_all(&out).unwrap();
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(100));
+        // The sender writes before it reads: the write fails, and the
+        // Fulfills already in the socket must still count.
+        ws::write_frame(&mut s.conns[0].wbuf, Opcode::Ping, b"x", Some(CLIENT_MASK));
+        s.flush(0, &clock);
+        assert!(s.conns[0].dead);
+        assert_eq!(s.stats.total_fulfilled_packets, 3);
+        assert_eq!(s.stats.total_amount_fulfilled, 15);
+        assert_eq!(s.stats.lost, 5);
+        assert_eq!(s.stats.errors.total(), 1, "{:?}", s.stats.errors);
+        let mut left: Vec<u64> = s.stats.in_flight_at_end.iter().map(|p| p.0).collect();
+        left.sort_unstable();
+        let want: Vec<u64> = prepares[3..].iter().map(|p| p.1).collect();
+        assert_eq!(left, want);
+        assert!(s.stats.in_flight_at_end.iter().all(|p| p.1 == 5));
+        let fulfilled: Vec<bool> = left.iter().map(|q| track.fulfilled(*q)).collect();
+        assert_eq!(fulfilled, [true, true, false, false, false]);
+    }
+
+    #[test]
+    fn a_fulfilled_packet_that_times_out_is_unconfirmed() {
+        let track = Arc::new(FulfillTrack::new(1, 64));
+        let (mut s, mut peer) = sender_with_peer(&track);
+        let clock = Clock::new();
+        let now = clock.now_ns();
+        let timing = Timing {
+            start_ns: now,
+            warmup_end_ns: now,
+            end_ns: now + 10_000_000_000,
+            hard_stop_ns: now + 11_000_000_000,
+        };
+        s.generate(0, now, &clock, &timing, 0.0);
+        s.flush(0, &clock);
+        let prepares = read_prepares(&mut peer, 8);
+        track.mark(prepares[2].1);
+        // Past every deadline (expiry + grace): all eight time out.
+        s.check_timeouts(0, now + 40_000_000_000);
+        assert_eq!(s.stats.timed_out, 8);
+        assert_eq!(s.stats.unconfirmed, vec![(prepares[2].1, 5)]);
+        assert_eq!(s.conns[0].ring.inflight, 0);
     }
 }

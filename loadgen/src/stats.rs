@@ -117,6 +117,14 @@ pub struct SenderStats {
     pub total_fulfilled_packets: u64,
     pub total_amount_fulfilled: u128,
     pub errors: ErrorLog,
+    /// (seq, amount) of packets the receiver fulfilled whose reply never
+    /// came back before they timed out.
+    pub unconfirmed: Vec<(u64, u64)>,
+    /// (seq, amount) of packets still in flight when their link failed or
+    /// the run ended (bounded by the in-flight ring).
+    pub in_flight_at_end: Vec<(u64, u64)>,
+    /// Why the sender stopped early: every one of its links failed.
+    pub aborted: Option<String>,
 }
 
 impl Default for SenderStats {
@@ -136,6 +144,9 @@ impl Default for SenderStats {
             total_fulfilled_packets: 0,
             total_amount_fulfilled: 0,
             errors: ErrorLog::default(),
+            unconfirmed: Vec::new(),
+            in_flight_at_end: Vec::new(),
+            aborted: None,
         }
     }
 }
@@ -157,6 +168,11 @@ impl SenderStats {
         self.total_fulfilled_packets += o.total_fulfilled_packets;
         self.total_amount_fulfilled += o.total_amount_fulfilled;
         self.errors.merge(&o.errors);
+        self.unconfirmed.extend_from_slice(&o.unconfirmed);
+        self.in_flight_at_end.extend_from_slice(&o.in_flight_at_end);
+        if self.aborted.is_none() {
+            self.aborted.clone_from(&o.aborted);
+        }
     }
 
     /// Records one latency, saturating at the histogram's top.
