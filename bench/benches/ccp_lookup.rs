@@ -50,6 +50,7 @@ const N: usize = 100_000;
 const CFG: &str = r#"
 [node]
 address = "g.ilpd"
+durability = "none"
 threads = 1
 
 [[accounts]]

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 const CFG: &str = r#"
 [node]
 address = "test.ilpd"
+durability = "none"
 threads = 1
 
 [[accounts]]

@@ -156,6 +156,23 @@ pub struct Args {
     /// received CCP route update; more is rejected with F00 [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_routes_per_update: Option<usize>,
+
+    /// node.data_dir: the durable ledger's directory (snapshot, journal,
+    /// recovery reports); created on first start [default: ./ilpd-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// node.durability: fsync (group commit with fdatasync; survives a
+    /// power cut), os (written to the kernel; survives a crash of ilpd) or
+    /// none (no journal: balances are lost on restart; benchmarks only)
+    /// [default: fsync].
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<String>,
+
+    /// node.journal_segment_mb: start a new journal segment, with a
+    /// checkpoint, past this many MiB; bounds recovery time [default: 64].
+    #[arg(long, value_name = "MIB")]
+    pub journal_segment_mb: Option<u64>,
 }
 
 /// Parses an address flag where "none" (or "off") switches the listener off.
@@ -286,6 +303,17 @@ impl Args {
         }
         if let Some(v) = self.max_routes_per_update {
             n.max_routes_per_update = v;
+        }
+        if let Some(v) = &self.data_dir {
+            n.data_dir = v.clone();
+        }
+        if let Some(v) = &self.durability {
+            n.durability = v
+                .parse()
+                .map_err(|e: String| ConfigError::new("node.durability", e))?;
+        }
+        if let Some(v) = self.journal_segment_mb {
+            n.journal_segment_mb = v;
         }
         Ok(())
     }

@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ilpd_codec::address::Address;
 use serde::Deserialize;
 
 use crate::http::{HttpUrl, LinkKind};
+use crate::ledger::Durability;
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +148,19 @@ pub struct NodeConfig {
     /// route update; a larger one is rejected with F00.
     #[serde(default = "default_max_routes_per_update")]
     pub max_routes_per_update: usize,
+    /// The durable ledger's directory (docs/ledger.md): snapshot, journal,
+    /// recovery reports. Created on first start; one ilpd at a time.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// When a balance effect counts as durable: `fsync` (group commit with
+    /// fdatasync), `os` (written to the kernel) or `none` (no journal:
+    /// balances are lost on restart; benchmarks only).
+    #[serde(default)]
+    pub durability: Durability,
+    /// A worker starts a new journal segment (with a checkpoint) past this
+    /// size; it bounds recovery time.
+    #[serde(default = "default_journal_segment_mb")]
+    pub journal_segment_mb: u64,
 }
 
 /// How an account relates to us (RFC 34 / ilp-connector).
@@ -306,6 +320,12 @@ fn default_route_broadcast_interval_ms() -> u64 {
 fn default_route_hold_down_ms() -> u64 {
     45_000
 }
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./ilpd-data")
+}
+fn default_journal_segment_mb() -> u64 {
+    64
+}
 fn default_max_routes_per_update() -> usize {
     10_000
 }
@@ -436,6 +456,15 @@ impl Config {
                 "node.route_hold_down_ms",
                 "must be between 1 and 4294967295 (a CCP UInt32)",
             ));
+        }
+        if node.journal_segment_mb == 0 || node.journal_segment_mb > 1 << 20 {
+            return Err(ConfigError::new(
+                "node.journal_segment_mb",
+                "must be between 1 and 1048576",
+            ));
+        }
+        if node.durability != Durability::None && node.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("node.data_dir", "must not be empty"));
         }
         if node.max_routes_per_update == 0 {
             return Err(ConfigError::new(

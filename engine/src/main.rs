@@ -1,14 +1,23 @@
 //! `ilpd --config ilpd.toml [flags]`: load and validate the configuration
-//! (exit 2 with the key and the problem on stderr if it is wrong), start the
-//! workers, and drain gracefully on SIGINT/SIGTERM (exit 0).
+//! (exit 2 with the key and the problem on stderr if it is wrong), open and
+//! recover the durable ledger (docs/ledger.md), start the workers, and
+//! drain gracefully on SIGINT/SIGTERM (exit 0). If the ledger's disk fails,
+//! drain and exit 3.
+//!
+//! `ilpd ledger verify|dump --data-dir DIR`: offline checks of a data dir.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use ilpd_engine::cli::Args;
-use ilpd_engine::config::ConfigError;
+use ilpd_engine::config::{Config, ConfigError};
 use ilpd_engine::core::Shared;
 use ilpd_engine::io::Node;
+use ilpd_engine::ledger::datadir::OpenError;
+use ilpd_engine::ledger::{tool, Durability, Ledger};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -17,8 +26,64 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for start-up failures such as an address in use.
 const EXIT_START: u8 = 1;
+/// Exit code after the ledger's disk failed (docs/ledger.md).
+const EXIT_LEDGER: u8 = 3;
+
+/// `ilpd ledger ...`: offline tools for a data dir.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ilpd ledger",
+    about = "Offline checks of an ilpd data dir (docs/ledger.md)"
+)]
+struct LedgerArgs {
+    #[command(subcommand)]
+    cmd: LedgerCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum LedgerCmd {
+    /// Replays snapshot and journal without changing them; prints each
+    /// account's balance, the packets a start would list as in doubt, and
+    /// torn tails. Exit 2 if the ledger is damaged.
+    Verify {
+        #[arg(long, value_name = "DIR", default_value = "./ilpd-data")]
+        data_dir: PathBuf,
+    },
+    /// Prints every frame and record of the snapshot and the journal.
+    Dump {
+        #[arg(long, value_name = "DIR", default_value = "./ilpd-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn ledger_tool() -> ExitCode {
+    let args = LedgerArgs::parse_from(std::env::args().skip(1));
+    let mut out = std::io::stdout().lock();
+    match args.cmd {
+        LedgerCmd::Verify { data_dir } => match tool::verify(&data_dir, &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ilpd ledger verify: {e}");
+                ExitCode::from(match e {
+                    OpenError::Corrupt(_) => EXIT_CONFIG,
+                    _ => EXIT_START,
+                })
+            }
+        },
+        LedgerCmd::Dump { data_dir } => match tool::dump(&data_dir, &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ilpd ledger dump: {e}");
+                ExitCode::from(EXIT_START)
+            }
+        },
+    }
+}
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("ledger") {
+        return ledger_tool();
+    }
     // clap prints usage errors and exits 2 by itself; --help/--version exit 0.
     let args = Args::parse();
     let env = std::env::var(ilpd_codec::sha256::ENV_VAR).ok();
@@ -47,6 +112,10 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return config_error(&e),
     };
+    let ledger = match open_ledger(&cfg, &shared) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     // Register the handlers before the workers start so an early signal is
     // not lost.
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
@@ -56,7 +125,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    let node = match Node::start(&cfg, shared) {
+    let node = match Node::start(&cfg, shared, ledger.clone()) {
         Ok(n) => n,
         Err(e) => {
             error!("{e}");
@@ -86,9 +155,66 @@ fn main() -> ExitCode {
             }
         })
         .ok();
+    if let Some(l) = &ledger {
+        // A failed journal write or sync: drain, then exit non-zero.
+        let (l, handle) = (l.clone(), node.shutdown_handle());
+        std::thread::Builder::new()
+            .name("ilpd-ledger-watch".into())
+            .spawn(move || {
+                while !l.status().is_failed() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                handle.shutdown();
+            })
+            .ok();
+    }
     node.join();
+    if let Some(l) = &ledger {
+        l.shutdown();
+        if let Some(why) = l.status().reason() {
+            error!("stopped after a ledger failure: {why}");
+            return ExitCode::from(EXIT_LEDGER);
+        }
+    }
     info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Opens and recovers the data dir and loads the balances; `None` with
+/// `durability = "none"`. Exit 2 for a damaged ledger, 1 for the rest.
+fn open_ledger(cfg: &Config, shared: &Shared) -> Result<Option<Arc<Ledger>>, ExitCode> {
+    let node = &cfg.node;
+    if node.durability == Durability::None {
+        warn!("durability = \"none\": no journal; every balance is lost when ilpd stops (benchmarks only)");
+        return Ok(None);
+    }
+    let ledger = Ledger::open(
+        &node.data_dir,
+        node.durability,
+        node.journal_segment_mb << 20,
+        cfg.worker_count(),
+        shared.ledger_status().clone(),
+    )
+    .map_err(|e| {
+        error!("{e}");
+        eprintln!("ilpd: {e}");
+        ExitCode::from(match e {
+            OpenError::Corrupt(_) => EXIT_CONFIG,
+            _ => EXIT_START,
+        })
+    })?;
+    for name in shared.restore_balances(&ledger.recovered.balances) {
+        warn!(account = %name, "the ledger has a balance for an account the config does not have; it is kept in the ledger");
+    }
+    info!(
+        data_dir = %node.data_dir.display(),
+        durability = node.durability.as_str(),
+        generation = ledger.recovered.generation,
+        in_doubt = ledger.recovered.in_doubt,
+        report = %ledger.recovered.report.display(),
+        "ledger open"
+    );
+    Ok(Some(Arc::new(ledger)))
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 const CFG: &str = r#"
 [node]
 address = "test.net.ilpd"
+durability = "none"
 threads = 2
 max_in_flight = 32
 

@@ -32,6 +32,7 @@ fn now() -> Now {
 const CONFIG: &str = r#"
 [node]
 address = "test.ilpd"
+durability = "none"
 [[accounts]]
 id = "alice"
 relation = "child"

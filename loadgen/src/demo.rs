@@ -125,6 +125,9 @@ impl Ilpd {
         let child = Command::new(bin)
             .arg("--config")
             .arg(&conf)
+            // A fresh ledger per demo, removed with the folder.
+            .arg("--data-dir")
+            .arg(dir.join("data"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -495,6 +495,7 @@ pub mod ilpd {
     use super::*;
 
     /// Writes `config_toml` to a temp folder, starts `ilpd --config FILE`
+    /// (with a data dir in that folder unless the config names one)
     /// and waits until `listen` accepts TCP connections. Panics, printing
     /// ilpd's output, if it exits or does not listen within 20 s.
     pub fn start(config_toml: &str, listen: SocketAddr, label: &str) -> Proc {
@@ -503,6 +504,10 @@ pub mod ilpd {
         fs::write(&file, config_toml).expect("write ilpd config");
         let mut cmd = Command::new(bin_path("ilpd"));
         cmd.arg("--config").arg(&file);
+        if !config_toml.contains("data_dir") {
+            // Each ilpd its own ledger (one data dir, one ilpd).
+            cmd.arg("--data-dir").arg(dir.join("data"));
+        }
         let mut proc = Proc::spawn(cmd, label);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {

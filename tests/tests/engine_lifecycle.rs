@@ -16,7 +16,8 @@ fn addr(port: u16) -> SocketAddr {
 
 fn run_ilpd(args: &[&str], label: &str) -> (Option<i32>, String, String) {
     let mut cmd = Command::new(bin_path("ilpd"));
-    cmd.args(args);
+    // The default data dir (./ilpd-data) lands in a fresh folder.
+    cmd.args(args).current_dir(temp_dir("ilpd-cwd"));
     let (status, p) = run_with_timeout(cmd, label, Duration::from_secs(20));
     (status.code(), p.stdout_text(), p.stderr_text())
 }

@@ -143,6 +143,14 @@ impl AccountState {
         }
     }
 
+    /// Sets the balance recovered from the ledger, with nothing reserved
+    /// (before any packet flows).
+    pub fn restore(&self, balance: i64) {
+        self.words.balance.store(balance, Release);
+        self.words.upper.store(balance, Release);
+        self.words.lower.store(balance, Release);
+    }
+
     #[inline]
     pub fn balance(&self) -> i64 {
         self.words.balance.load(Acquire)

@@ -18,6 +18,7 @@ use ilpd_codec::types::{AmountTooLarge, Expiry};
 use tracing::debug;
 
 use super::accounts::Settlement;
+use super::journal::{forward_of, has_money, Journal};
 use super::metrics::{bump, Dropped, WorkerMetrics};
 use super::pending::{Entry, NewEntry, Pending};
 use super::rates::ConvertError;
@@ -34,17 +35,23 @@ pub struct Core {
     routes: TableCache,
     verifier: BatchVerifier,
     /// Fulfills waiting for `flush`: the entry they answer and the packet.
-    batch: Vec<(Entry, BytesMut)>,
+    batch: Vec<(OutId, Entry, BytesMut)>,
     conditions: Vec<[u8; 32]>,
     fulfillments: Vec<[u8; 32]>,
     results: Vec<bool>,
     /// Per-account net settlement of the batch being flushed.
     settle: Vec<(u32, Settlement)>,
-    expired: Vec<Entry>,
+    expired: Vec<(OutId, Entry)>,
+    /// The durable ledger's records of this turn and the actions that wait
+    /// for them (`journal.rs`); `None` with `durability = "none"`.
+    journal: Option<Journal>,
 }
 
 impl Core {
     pub fn new(shared: Arc<Shared>, worker: usize) -> Core {
+        let journal = shared
+            .journaling
+            .then(|| Journal::new(shared.account_count()));
         Core {
             pending: Pending::new(shared.max_in_flight),
             routes: shared.router.cache(),
@@ -57,6 +64,7 @@ impl Core {
             results: Vec::new(),
             settle: Vec::new(),
             expired: Vec::new(),
+            journal,
         }
     }
 
@@ -108,6 +116,16 @@ impl Core {
         }
         if let Some(c) = self.metrics().account(from.account.0) {
             bump(&c.prepares_in, 1);
+        }
+        if self.journal.is_some() && self.shared.ledger.is_failed() {
+            // docs/ledger.md "Failure of the disk": nothing new is accepted.
+            return self.reject(
+                from,
+                ErrorCode::T00_INTERNAL_ERROR,
+                "the ledger stopped: balances cannot be recorded",
+                &[],
+                out,
+            );
         }
         let prepare = match Prepare::new_checked(packet) {
             Ok(p) => p,
@@ -299,11 +317,19 @@ impl Core {
             self.pending.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        out.push(Action::Forward {
+        let action = Action::Forward {
             to: next,
             out_id,
             packet: p.into_inner(),
-        });
+        };
+        match &mut self.journal {
+            // Held until the record is written (journal.rs).
+            Some(j) if amount > 0 || out_amount > 0 => match self.pending.get(out_id) {
+                Some(e) => j.forward(&forward_of(out_id, e), action),
+                None => out.push(action),
+            },
+            _ => out.push(action),
+        }
     }
 
     /// The reply to one of our Forwards came back from account `from`. Rejects are passed upstream unchanged
@@ -344,6 +370,7 @@ impl Core {
                         bump(&self.metrics().late_fulfills, 1);
                         return self.fail(
                             now,
+                            out_id,
                             &e,
                             ErrorCode::R00_TRANSFER_TIMED_OUT,
                             "the next hop fulfilled after the packet expired",
@@ -352,7 +379,7 @@ impl Core {
                     }
                     self.conditions.push(e.condition);
                     self.fulfillments.push(fulfillment);
-                    self.batch.push((e, packet));
+                    self.batch.push((out_id, e, packet));
                     return;
                 }
             }
@@ -364,7 +391,7 @@ impl Core {
                         bump(&c.rejects_in, 1);
                     }
                     self.pending.remove(out_id);
-                    self.unwind(now, &e);
+                    self.unwind(now, out_id, &e);
                     // Digest §2.7 rule 7: relayed unchanged, the same bytes.
                     self.metrics().reject_sent(e.from, code);
                     out.push(Action::Reply {
@@ -381,6 +408,7 @@ impl Core {
         self.pending.remove(out_id);
         self.fail(
             now,
+            out_id,
             &e,
             ErrorCode::F01_INVALID_PACKET,
             "invalid response from next hop",
@@ -390,18 +418,31 @@ impl Core {
 
     /// Releases an entry's reservations (already removed from the table) and
     /// rejects upstream with our own code.
-    fn fail(&self, now: Now, e: &Entry, code: ErrorCode, message: &str, out: &mut Vec<Action>) {
+    fn fail(
+        &mut self,
+        now: Now,
+        id: OutId,
+        e: &Entry,
+        code: ErrorCode,
+        message: &str,
+        out: &mut Vec<Action>,
+    ) {
         if e.from == LOCAL.0 {
             // One of our CCP requests: nobody upstream to answer.
             return self.ccp_reply(now, e, false);
         }
-        self.unwind(now, e);
+        self.unwind(now, id, e);
         self.reject(e.reply_to(), code, message, &[], out);
     }
 
     /// An entry (already removed from the table) ends unpaid: give back both
     /// reservations and record its latency and the in-flight gauge.
-    fn unwind(&self, now: Now, e: &Entry) {
+    fn unwind(&mut self, now: Now, id: OutId, e: &Entry) {
+        if let Some(j) = &mut self.journal {
+            if has_money(e) {
+                j.unwound(id);
+            }
+        }
         release(
             &self.shared,
             e.from as usize,
@@ -428,7 +469,7 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         match self.pending.remove(out_id) {
-            Some(e) => self.fail(now, &e, code, message, out),
+            Some(e) => self.fail(now, out_id, &e, code, message, out),
             None => self.metrics().dropped(Dropped::FailedUnknown),
         }
     }
@@ -449,11 +490,13 @@ impl Core {
         self.results.resize(n, false);
         self.verifier
             .verify(&self.fulfillments, &self.conditions, &mut self.results);
-        let m = self.shared.metrics.worker(self.worker);
+        let shared = self.shared.clone();
+        let m = shared.metrics.worker(self.worker);
         bump(&m.fulfill_batches, 1);
         bump(&m.fulfill_batch_packets, n as u64);
         let mut batch = std::mem::take(&mut self.batch);
-        for ((e, packet), ok) in batch.drain(..).zip(self.results.iter().copied()) {
+        let results = std::mem::take(&mut self.results);
+        for ((id, e, packet), ok) in batch.drain(..).zip(results.iter().copied()) {
             if ok {
                 // Digest §2.7 rule 6: the upstream peer owes the incoming
                 // amount, we owe the next hop the outgoing one.
@@ -474,15 +517,21 @@ impl Core {
                 }
                 m.fulfill_sent(e.from);
                 m.latency(now.mono_ns.saturating_sub(e.arrival_ns));
-                out.push(Action::Reply {
+                let reply = Action::Reply {
                     to: e.reply_to(),
                     packet,
-                });
+                };
+                match &mut self.journal {
+                    // Held until the record is durable (journal.rs).
+                    Some(j) if has_money(&e) => j.fulfilled(forward_of(id, &e), reply),
+                    _ => out.push(reply),
+                }
             } else {
                 // DESIGN: wrong fulfillment → F05 upstream, next hop not credited.
                 bump(&m.wrong_fulfillments, 1);
                 self.fail(
                     now,
+                    id,
                     &e,
                     ErrorCode::F05_WRONG_CONDITION,
                     "fulfillment from the next hop did not match the condition",
@@ -496,6 +545,7 @@ impl Core {
             }
         }
         self.batch = batch;
+        self.results = results;
         m.in_flight.store(
             self.pending.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -513,9 +563,10 @@ impl Core {
         }
         let expired = std::mem::take(&mut self.expired);
         bump(&self.metrics().expired, expired.len() as u64);
-        for e in &expired {
+        for (id, e) in &expired {
             self.fail(
                 now,
+                *id,
                 e,
                 ErrorCode::R00_TRANSFER_TIMED_OUT,
                 "no reply from the next hop before the packet expired",
@@ -607,8 +658,75 @@ impl Core {
         );
     }
 
+    /// Packets not yet answered upstream: pending, being verified, or
+    /// fulfilled and waiting for durability (unless the ledger stopped:
+    /// those Fulfills will never go).
     pub fn in_flight(&self) -> usize {
-        self.pending.len() + self.batch.len()
+        let held = match &self.journal {
+            Some(j) if !self.shared.ledger.is_failed() => j.held_fulfills(),
+            _ => 0,
+        };
+        self.pending.len() + self.batch.len() + held
+    }
+
+    // ------------------------------------------------------------ journal
+    // IO drives the durable ledger through these, once per loop turn
+    // (docs/ledger.md "Group commit"); all no-ops with durability "none".
+
+    /// Whether this core journals (durability is not "none").
+    pub fn journaling(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Seals this turn's frame for writing: `(seq, bytes)`, or `None` if
+    /// nothing was recorded.
+    pub fn journal_seal(&mut self, unix_ms: u64) -> Option<(u64, &[u8])> {
+        self.journal.as_mut()?.seal(unix_ms)
+    }
+
+    /// Frame `seq` was written to the kernel: its Forwards may leave.
+    pub fn journal_written(&mut self, seq: u64, out: &mut Vec<Action>) {
+        if let Some(j) = &mut self.journal {
+            j.written(seq, out);
+        }
+    }
+
+    /// Frames up to `durable` are durable: their Fulfills may go upstream.
+    pub fn journal_durable(&mut self, durable: u64, out: &mut Vec<Action>) {
+        if let Some(j) = &mut self.journal {
+            j.durable(durable, out);
+        }
+    }
+
+    /// IO handed the released Fulfills to the kernel.
+    pub fn journal_flushed(&mut self) {
+        if let Some(j) = &mut self.journal {
+            j.flushed();
+        }
+    }
+
+    /// A checkpoint frame `(seq, bytes)` to begin a journal segment with:
+    /// this worker's net balance changes and its open packets. Call it
+    /// right after `journal_written` (or before any record).
+    pub fn journal_checkpoint(&mut self, unix_ms: u64, segment: u64) -> Option<(u64, Vec<u8>)> {
+        let shared = &*self.shared;
+        let open = self
+            .pending
+            .live()
+            .filter(|(_, e)| e.from != LOCAL.0 && has_money(e))
+            .map(|(id, e)| forward_of(id, e));
+        let names = shared.configs.iter().map(|c| c.id.as_str());
+        let j = self.journal.as_mut()?;
+        Some(j.checkpoint(unix_ms, self.worker as u32, segment, names, open))
+    }
+
+    /// Nothing recorded but unwritten, nothing held (a draining worker may
+    /// stop; after a ledger failure held Fulfills never go and do not count).
+    pub fn journal_idle(&self) -> bool {
+        match &self.journal {
+            Some(j) => j.is_idle() || self.shared.ledger.is_failed(),
+            None => true,
+        }
     }
 
     /// The worker index this core counts its metrics under.

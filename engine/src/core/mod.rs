@@ -13,9 +13,11 @@ use ilpd_codec::sha256::{self, BatchVerifier};
 use crate::ccp::node::LearnedRoutes;
 use crate::ccp::CcpHandle;
 use crate::config::{AccountConfig, Config, ConfigError, Relation};
+use crate::ledger::{Durability, LedgerStatus};
 
 mod accounts;
 mod forward;
+mod journal;
 mod metrics;
 mod peer;
 mod pending;
@@ -93,6 +95,10 @@ pub struct Shared {
     /// Route broadcasting (docs/ccp.md): cold path, behind a mutex; its
     /// deadline is an atomic read by every worker.
     ccp: CcpHandle,
+    /// Whether cores journal balance effects (durability is not "none").
+    journaling: bool,
+    /// Set once the durable ledger failed (docs/ledger.md).
+    ledger: Arc<LedgerStatus>,
 }
 
 impl Shared {
@@ -183,7 +189,34 @@ impl Shared {
             verifier,
             metrics: Metrics::new(cfg.worker_count(), n),
             ccp,
+            journaling: node.durability != Durability::None,
+            ledger: Arc::default(),
         }))
+    }
+
+    /// Whether cores journal balance effects (durability is not "none").
+    pub fn journaling(&self) -> bool {
+        self.journaling
+    }
+
+    /// The durable ledger's state, shared with its writers and syncer.
+    pub fn ledger_status(&self) -> &Arc<LedgerStatus> {
+        &self.ledger
+    }
+
+    /// Loads recovered balances (docs/ledger.md "Recovery") before the
+    /// workers start. Returns the ids the config no longer has (their
+    /// balances stay in the ledger's snapshot).
+    pub fn restore_balances(&self, balances: &[(String, i64)]) -> Vec<String> {
+        let mut orphans = Vec::new();
+        for (name, b) in balances {
+            match self.by_name.get(name) {
+                Some(id) => self.states[id.0 as usize].restore(*b),
+                None if *b != 0 => orphans.push(name.clone()),
+                None => {}
+            }
+        }
+        orphans
     }
 
     pub fn node_address(&self) -> &Address {

@@ -211,9 +211,18 @@ impl Pending {
         e
     }
 
+    /// Every live entry with its id (for the journal's checkpoints).
+    pub fn live(&self) -> impl Iterator<Item = (OutId, &Entry)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.next_hop != FREE)
+            .map(|(slot, e)| (OutId((e.generation << self.slot_bits) | slot as u32), e))
+    }
+
     /// Removes every entry whose outgoing expiry is at or before `now_ms`
-    /// into `expired`.
-    pub fn expire(&mut self, now_ms: u64, expired: &mut Vec<Entry>) {
+    /// into `expired`, with its id.
+    pub fn expire(&mut self, now_ms: u64, expired: &mut Vec<(OutId, Entry)>) {
         if now_ms > self.last_tick {
             let ticks = (now_ms - self.last_tick).min(WHEEL_SLOTS as u64);
             for t in 0..ticks {
@@ -222,7 +231,9 @@ impl Pending {
                 while i < self.wheel[bucket].len() {
                     let slot = self.wheel[bucket][i] as usize;
                     if self.entries[slot].out_expiry <= now_ms {
-                        expired.push(self.take(slot));
+                        let e = &self.entries[slot];
+                        let id = OutId((e.generation << self.slot_bits) | slot as u32);
+                        expired.push((id, self.take(slot)));
                     } else {
                         i += 1;
                     }
@@ -310,8 +321,9 @@ mod tests {
         p.expire(t0 + 9, &mut out);
         assert!(out.is_empty());
         p.expire(t0 + 12, &mut out);
-        let got: Vec<_> = out.iter().map(|e| e.out_expiry - t0).collect();
+        let got: Vec<_> = out.iter().map(|(_, e)| e.out_expiry - t0).collect();
         assert_eq!(got, vec![12, 11]);
+        assert_eq!(out[0].0, ids[2], "expired with their own ids");
         assert_eq!(p.next_deadline(), Some(t0 + 14), "t0 + 13 was removed");
         out.clear();
         p.expire(t0 + 100, &mut out);
@@ -320,9 +332,11 @@ mod tests {
         out.clear();
         p.expire(t0 + WHEEL_SLOTS as u64 * 3 + 4, &mut out);
         assert!(out.is_empty(), "{out:?}");
+        assert_eq!(p.live().map(|(id, _)| id).collect::<Vec<_>>(), vec![far]);
         p.expire(t0 + WHEEL_SLOTS as u64 * 3 + 5, &mut out);
         assert_eq!(out.len(), 1);
         assert!(p.is_empty());
+        assert_eq!(p.live().count(), 0);
         assert_eq!(p.next_deadline(), None);
     }
 

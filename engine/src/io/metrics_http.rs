@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::IoShared;
 use crate::core::Shared;
+use crate::ledger::Ledger;
 
 /// Binds `addr` and serves from a background thread; returns the bound
 /// address (port 0 resolved).
@@ -17,6 +18,7 @@ pub fn spawn(
     addr: SocketAddr,
     shared: Arc<Shared>,
     io: Arc<IoShared>,
+    ledger: Option<Arc<Ledger>>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -25,7 +27,7 @@ pub fn spawn(
         .spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let _ = serve(stream, &shared, &io);
+                let _ = serve(stream, &shared, &io, ledger.as_deref());
             }
         })?;
     Ok(bound)
@@ -45,7 +47,12 @@ fn route(head: &[u8]) -> u16 {
     }
 }
 
-fn serve(mut stream: TcpStream, shared: &Shared, io: &IoShared) -> std::io::Result<()> {
+fn serve(
+    mut stream: TcpStream,
+    shared: &Shared,
+    io: &IoShared,
+    ledger: Option<&Ledger>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut head = Vec::with_capacity(512);
@@ -61,6 +68,9 @@ fn serve(mut stream: TcpStream, shared: &Shared, io: &IoShared) -> std::io::Resu
         200 => {
             let mut body = shared.render_metrics();
             body.push_str(&io.render_metrics());
+            if let Some(l) = ledger {
+                l.render_metrics(&mut body);
+            }
             ("200 OK", body)
         }
         405 => (

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::core::{AccountId, Shared};
 use crate::http::driver::{AccountLink, DriverConfig, HttpDriver};
 use crate::http::idempotency::IdempotencyCache;
+use crate::ledger::Ledger;
 use client::WsUrl;
 use conn::CloseReason;
 use handoff::Peers;
@@ -242,15 +243,27 @@ pub struct Node {
 
 impl Node {
     /// Starts the workers (and the metrics endpoint). Errors are start-up
-    /// failures such as an address already in use.
-    pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<Node, String> {
+    /// failures such as an address already in use. `ledger` is the opened
+    /// durable ledger, required unless `durability = "none"`.
+    pub fn start(
+        cfg: &Config,
+        shared: Arc<Shared>,
+        ledger: Option<Arc<Ledger>>,
+    ) -> Result<Node, String> {
         let workers = cfg.worker_count();
+        if shared.journaling() != ledger.is_some() {
+            return Err(format!(
+                "node.durability = {:?} needs {} ledger",
+                cfg.node.durability.as_str(),
+                if ledger.is_some() { "no" } else { "an open" }
+            ));
+        }
         let io = Arc::new(IoShared::new(workers, shared.account_count()));
         let knobs = Knobs::from_config(cfg);
 
         let metrics_addr = match cfg.node.metrics_addr {
             Some(addr) => Some(
-                metrics_http::spawn(addr, shared.clone(), io.clone())
+                metrics_http::spawn(addr, shared.clone(), io.clone(), ledger.clone())
                     .map_err(|e| format!("node.metrics_addr: cannot listen on {addr}: {e}"))?,
             ),
             None => None,
@@ -381,6 +394,13 @@ impl Node {
                     std::process::id() as u64 ^ ((id as u64 + 1) << 40) ^ 0x9E37_79B9_7F4A_7C15,
                 )
                 .map_err(|e| format!("cannot register the HTTP listener: {e}"))?;
+                if let Some(l) = &ledger {
+                    // The syncer wakes the worker when its frames are durable.
+                    let w = wakers[id].clone();
+                    l.log(id).set_notify(Box::new(move || {
+                        let _ = w.wake();
+                    }));
+                }
                 Ok(WorkerInit {
                     id,
                     poll,
@@ -389,6 +409,7 @@ impl Node {
                     peers: peers.clone(),
                     clients,
                     http,
+                    ledger: ledger.clone(),
                 })
             })
             .collect::<Result<_, String>>()?;

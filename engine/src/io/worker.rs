@@ -33,6 +33,8 @@ use crate::core::{AccountId, Action, Core, Now, OutId, ReplyTo, Shared};
 use crate::http::driver::{self as http, HttpDriver};
 use crate::http::idempotency::{fingerprint, Begin, Key};
 use crate::http::LinkKind;
+use crate::ledger::writer::Writer;
+use crate::ledger::Ledger;
 
 pub const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
@@ -103,6 +105,8 @@ pub struct WorkerInit {
     pub clients: Vec<(AccountId, WsUrl)>,
     /// The HTTP links (listener, server connections, client pools).
     pub http: HttpDriver,
+    /// The durable ledger (`None` with `durability = "none"`).
+    pub ledger: Option<Arc<Ledger>>,
 }
 
 struct Slot {
@@ -160,6 +164,8 @@ pub struct Worker {
     /// BTP/2.0-I Forwards to repeat until answered: (due, slot, gen,
     /// request id, packet), due times in order.
     btpi_resend: VecDeque<(u64, usize, u32, u32, Bytes)>,
+    /// This worker's journal segment writer (docs/ledger.md).
+    journal: Option<Writer>,
 }
 
 fn token_of(slot: usize) -> Token {
@@ -203,9 +209,12 @@ impl Worker {
         for a in init.http.outgoing_accounts() {
             shared.connection_opened(a);
         }
+        let mut core = Core::new(shared.clone(), init.id);
+        let journal = open_journal(&mut core, init.ledger.as_deref(), init.id);
         Worker {
             id: init.id,
-            core: Core::new(shared.clone(), init.id),
+            core,
+            journal,
             poll: init.poll,
             listener: init.listener,
             slots: Vec::new(),
@@ -322,13 +331,17 @@ impl Worker {
             // One batch of fulfillment checks per turn, before sockets flush.
             self.core.flush(now, &mut self.actions);
             self.dispatch(now);
+            // The turn's journal frame, before anything leaves the process.
+            self.journal_turn(now);
             self.flush_dirty(now);
             self.http.flush(now, &mut self.http_events);
             if !self.http_events.is_empty() {
                 self.apply_http(now);
+                self.journal_turn(now);
                 self.flush_dirty(now);
                 self.http.flush(now, &mut self.http_events);
             }
+            self.core.journal_flushed();
             self.outbox.end_turn();
             self.check_handshakes(now);
             self.sweep_outstanding(now);
@@ -339,6 +352,40 @@ impl Worker {
                 return;
             }
         }
+    }
+
+    /// Writes the turn's journal frame and passes on what waited for it:
+    /// Forwards once their record is written, Fulfills once theirs is
+    /// durable (docs/ledger.md "Group commit"). A write error stops the
+    /// ledger for good.
+    fn journal_turn(&mut self, now: Now) {
+        let Some(w) = &mut self.journal else {
+            return;
+        };
+        let status = self.shared.ledger_status();
+        if status.is_failed() {
+            return;
+        }
+        if let Some((seq, frame)) = self.core.journal_seal(now.unix_ms) {
+            if let Err(e) = w.append(seq, frame) {
+                return status.fail(format!("journal write failed on worker {}: {e}", self.id));
+            }
+            self.core.journal_written(seq, &mut self.actions);
+            if w.wants_rollover() {
+                if let Some((seq, cp)) = self.core.journal_checkpoint(now.unix_ms, w.segment() + 1)
+                {
+                    if let Err(e) = w.rollover((seq, &cp)) {
+                        return status.fail(format!(
+                            "cannot start a new journal segment on worker {}: {e}",
+                            self.id
+                        ));
+                    }
+                }
+            }
+        }
+        self.core.journal_durable(w.durable(), &mut self.actions);
+        w.remove_retired();
+        self.dispatch(now);
     }
 
     fn poll_timeout(&self, now: Now) -> Duration {
@@ -1674,7 +1721,7 @@ impl Worker {
             .in_flight
             .iter()
             .all(|n| n.load(Ordering::Acquire) == 0);
-        all_seen && idle && self.outbox.is_empty() && self.rx.is_empty()
+        all_seen && idle && self.core.journal_idle() && self.outbox.is_empty() && self.rx.is_empty()
     }
 
     fn close_all(&mut self) {
@@ -1694,12 +1741,35 @@ impl Worker {
         self.http.close_all(now, &mut self.http_events);
         self.http_events.clear();
         self.dispatch(now);
+        // The last records (packets failed by the close); the syncer syncs
+        // them before the ledger shuts down.
+        self.journal_turn(now);
         self.outbox.end_turn();
         info!(
             worker = self.id,
             in_flight = self.core.in_flight(),
             "worker stopped"
         );
+    }
+}
+
+/// The worker's journal writer, its first segment begun with the core's
+/// checkpoint; `None` without a ledger. A failure stops the ledger (every
+/// Prepare then gets T00 and ilpd exits after draining).
+fn open_journal(core: &mut Core, ledger: Option<&Ledger>, id: usize) -> Option<Writer> {
+    let ledger = ledger?;
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let (seq, cp) = core.journal_checkpoint(unix_ms, 0)?;
+    match ledger.writer(id, (seq, &cp)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            ledger
+                .status()
+                .fail(format!("cannot create the journal of worker {id}: {e}"));
+            None
+        }
     }
 }
 

@@ -1,6 +1,11 @@
 //! Shared harness for the sans-IO core tests: a `Shared` built from a TOML
 //! string, one `Core`, a virtual clock, and helpers to build packets and
 //! read the actions back. No sockets, no threads, no real time.
+//!
+//! Unless the config says `durability = "none"`, the harness drives the
+//! core's journal after every call the way a worker does with
+//! `durability = "os"` (seal, write, durable at once), keeping every frame
+//! in [`Harness::journal`] so tests can replay it.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -71,6 +76,11 @@ pub struct Harness {
     pub now: Now,
     pub out: Vec<Action>,
     next_request: u32,
+    /// Every journal frame "written", in order (a segment's bytes).
+    pub journal: Vec<u8>,
+    /// After each frame: the journal's length and every account's balance
+    /// (what recovery must find if the process died right there).
+    pub frames: Vec<(usize, Vec<i64>)>,
 }
 
 impl Harness {
@@ -82,7 +92,11 @@ impl Harness {
         for i in 0..shared.account_count() {
             shared.connection_opened(AccountId(i as u32));
         }
-        let core = Core::new(shared.clone(), 0);
+        let mut core = Core::new(shared.clone(), 0);
+        let journal = core
+            .journal_checkpoint(T0_MS, 0)
+            .map_or_else(Vec::new, |(_, cp)| cp);
+        let frames = vec![(journal.len(), vec![0; shared_accounts(&shared)])];
         Harness {
             shared,
             core,
@@ -92,7 +106,43 @@ impl Harness {
             },
             out: Vec::new(),
             next_request: 1,
+            frames,
+            journal,
         }
+    }
+
+    /// What IO does at the end of a turn: write the core's journal frame,
+    /// then pass on what waited for it.
+    pub fn pump(&mut self, out: &mut Vec<Action>) {
+        if let Some((seq, bytes)) = self.core.journal_seal(self.now.unix_ms) {
+            self.journal.extend_from_slice(bytes);
+            self.core.journal_written(seq, out);
+            self.core.journal_durable(seq, out);
+            let balances = (0..shared_accounts(&self.shared))
+                .map(|i| self.shared.balance(AccountId(i as u32)))
+                .collect();
+            self.frames.push((self.journal.len(), balances));
+        }
+        self.core.journal_flushed();
+    }
+
+    /// Replays the first `len` bytes of [`journal`](Self::journal) as
+    /// recovery would (a crash cut the rest).
+    pub fn replay(&self, len: usize) -> ilpd_engine::ledger::replay::Replayed {
+        let name = ilpd_engine::ledger::writer::segment_name(0, 0, 0);
+        ilpd_engine::ledger::replay::replay(None, &[(name, &self.journal[..len])])
+            .expect("the journal replays")
+    }
+
+    /// Recovered balance of every account (config order) from `len` bytes.
+    pub fn recovered(&self, len: usize) -> Vec<i64> {
+        let r = self.replay(len);
+        (0..shared_accounts(&self.shared))
+            .map(|i| {
+                let name = &self.shared.account_config(AccountId(i as u32)).id;
+                r.balances.get(name).map_or(0, |b| *b as i64)
+            })
+            .collect()
     }
 
     pub fn base() -> Harness {
@@ -118,6 +168,7 @@ impl Harness {
         self.next_request += 1;
         let mut out = Vec::new();
         self.core.on_prepare(self.now, to, packet, &mut out);
+        self.pump(&mut out);
         (to, out)
     }
 
@@ -125,18 +176,21 @@ impl Harness {
         let mut out = Vec::new();
         let id = self.id(from);
         self.core.on_reply(self.now, id, out_id, packet, &mut out);
+        self.pump(&mut out);
         out
     }
 
     pub fn flush(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
         self.core.flush(self.now, &mut out);
+        self.pump(&mut out);
         out
     }
 
     pub fn timers(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
         self.core.on_timers(self.now, &mut out);
+        self.pump(&mut out);
         out
     }
 
@@ -162,6 +216,10 @@ impl Harness {
                 .map(|v| v.parse().expect("number"))
         })
     }
+}
+
+fn shared_accounts(s: &Shared) -> usize {
+    s.account_count()
 }
 
 /// Fulfillment number `n` and its condition (SHA-256, computed here with sha2).
