@@ -1,7 +1,7 @@
 //! Per-account shared state: balances with reservations, connection counts
-//! and rate limiters, all lock-free atomics (DESIGN "shared state").
+//! and rate limiters, all lock-free atomics (docs/design.md "Shared state").
 //!
-//! The balance (DESIGN "Balance sign": positive = the peer owes us) is kept
+//! The balance (docs/design.md "Balance sign": positive = the peer owes us) is kept
 //! with two bounds so that each limit check is a single CAS:
 //! - `upper` = balance + incoming reservations, checked against `max_balance`
 //!   when the peer sends us a Prepare;
@@ -66,7 +66,7 @@ impl AccountState {
     }
 
     /// Reserves an incoming Prepare's amount; false (T04) if the balance
-    /// plus all reservations would exceed `max_balance` (digest §4.5).
+    /// plus all reservations would exceed `max_balance` (docs/design.md "Balance sign").
     #[inline]
     pub fn reserve_incoming(&self, amount: u64) -> bool {
         let max = self.max_balance as i128;

@@ -1,4 +1,4 @@
-//! The sans-IO forwarding core (DESIGN "engine core"): plain functions over
+//! The sans-IO forwarding core (docs/design.md "Engine core"): plain functions over
 //! state, given `now` and bytes, returning [`Action`]s. No sockets, no clock,
 //! no threads: the mio workers (`crate::io`) feed it and carry out what it
 //! asks. See docs/engine-core.md.
@@ -157,7 +157,7 @@ impl Shared {
                 a.max_hold_time_ms.unwrap_or(node.max_hold_time_ms),
             ));
         }
-        // Our own address is a local route (digest §4.2): what falls under it
+        // Our own address is a local route (docs/design.md "Route selection"): what falls under it
         // and is not a child's address has no receiver (F02), rather than
         // bouncing to a parent's default route.
         local.push((Box::<[u8]>::from(node_address.as_bytes()), LOCAL));
@@ -292,7 +292,8 @@ impl Shared {
             .is_some_and(|s| s.connections() > 0)
     }
 
-    /// Balance as defined in DESIGN (positive = the peer owes us); 0 for an unknown id.
+    /// Balance as defined in docs/design.md "Balance sign" (positive = the peer
+    /// owes us); 0 for an unknown id.
     pub fn balance(&self, id: AccountId) -> i64 {
         self.states
             .get(id.0 as usize)
