@@ -1,4 +1,4 @@
-//! Exchange rates in exact integer arithmetic (DESIGN "Rates", digest §4.4):
+//! Exchange rates in exact integer arithmetic (docs/design.md "Rates"):
 //!
 //! `out = floor(in × price_in/price_out × (1 − spread) × 10^(scale_out − scale_in))`
 //!
@@ -36,7 +36,7 @@ pub enum Factor {
 }
 
 impl Factor {
-    /// Converts `amount`; 0 stays 0 (zero-amount packets skip rates, DESIGN).
+    /// Converts `amount`; 0 stays 0 (docs/design.md "Zero-amount packets").
     #[inline]
     pub fn convert(&self, amount: u64) -> Result<u64, ConvertError> {
         if amount == 0 {

@@ -1,12 +1,12 @@
-//! The routing table: segment-aware longest-prefix match (DESIGN "Routing",
-//! digest §4.2) over an immutable snapshot that is swapped atomically
+//! The routing table: segment-aware longest-prefix match (RFC 15,
+//! docs/design.md "Routing") over an immutable snapshot that is swapped atomically
 //! (arc-swap), so readers never lock.
 //!
 //! The snapshot is built from three layers, later ones winning on the same
 //! prefix: learned routes (CCP, a later issue, replaces this layer with
 //! [`Router::set_learned`]), local routes (each account's own address: a
 //! child's `<node>.<id>` or its configured `ilp_address`), and static routes
-//! from the config (DESIGN: "static routes from config win").
+//! from the config (docs/design.md "Route selection").
 //!
 //! Lookup tries the destination itself and then each shorter prefix that
 //! ends at a segment boundary, longest first, so `g.alice` never matches
