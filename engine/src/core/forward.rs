@@ -1,5 +1,5 @@
-//! [`Core`]: one worker's forwarding state machine (RFC 27 connector flow,
-//! digest §2.7 and §4).
+//! [`Core`]: one worker's forwarding state machine (RFC 27 "ILP Packet Lifecycle";
+//! docs/design.md "Connector rules", "Protocol decisions").
 //!
 //! A Prepare goes through, in order: parse (F01), expired on arrival (R00),
 //! packets/s limit (T05), max packet amount (F08), then either a local
@@ -73,7 +73,7 @@ impl Core {
         self.shared.metrics.worker(self.worker)
     }
 
-    /// Sends one of our own Rejects back to `to` (digest §2.7 rule 10:
+    /// Sends one of our own Rejects back to `to` (docs/design.md "Reject fields":
     /// triggeredBy = our address; the builder caps the message at 8191 bytes).
     pub(super) fn reject(
         &self,
@@ -140,7 +140,7 @@ impl Core {
         };
         let amount = prepare.amount();
         let expires = prepare.expires_at().0;
-        // DESIGN: already expired on arrival → R00.
+        // docs/design.md "Expired on arrival": already expired → R00.
         if expires <= now.unix_ms {
             let msg = format!(
                 "the Prepare expired {} ms before it arrived",
@@ -160,7 +160,7 @@ impl Core {
                 return self.reject(from, ErrorCode::T05_RATE_LIMITED, &msg, &[], out);
             }
         }
-        // Digest §4.6: F08 with (received, maximum) in the incoming link's units.
+        // docs/design.md "F08 data": F08 with (received, maximum) in the incoming link's units.
         if let Some(max) = cfg.max_packet_amount {
             if amount > max {
                 let data = AmountTooLarge {
@@ -174,7 +174,8 @@ impl Core {
         }
         let dest = prepare.destination();
         if dest.starts_with(ilpd_codec::peer::PEER_SCHEME) {
-            // RFC 15 / digest §2.7 rule 11: peer.* is answered here, never forwarded.
+            // RFC 15 "Allocation Schemes", RFC 34 "Special Addresses": peer.* is
+            // answered here, never forwarded.
             return self.peer_protocol(now, from, prepare, out);
         }
         if dest == shared.node_address.as_bytes() {
@@ -238,7 +239,7 @@ impl Core {
                 return self.reject(from, code, &msg, &[], out);
             }
         };
-        // DESIGN: outgoing = min(incoming − window, now + max_hold), R02 if
+        // docs/design.md "Expiry": outgoing = min(incoming − window, now + max_hold), R02 if
         // less than the window is left (ilp-connector route-builder).
         let (window, hold) = shared.expiry_knobs[next_idx];
         let in_expiry = p.expires_at().0;
@@ -306,7 +307,7 @@ impl Core {
                 out,
             );
         };
-        // Digest §2.2: amount and expiresAt are rewritten in place; nothing else changes.
+        // RFC 27 "ILP Prepare": amount and expiresAt are rewritten in place; nothing else changes.
         p.set_amount(out_amount);
         p.set_expires_at(Expiry(out_expiry));
         let m = self.metrics();
@@ -350,7 +351,7 @@ impl Core {
             return self.metrics().dropped(Dropped::WrongAccount);
         }
         if e.from == LOCAL.0 {
-            // The reply to one of our own CCP requests (digest §4.10.2:
+            // The reply to one of our own CCP requests (docs/design.md "CCP":
             // a Fulfill with 32 zero bytes, or a Reject).
             self.pending.remove(out_id);
             let ok = ilpd_codec::peer::ccp::parse_ccp_response(&packet).is_ok();
@@ -365,7 +366,7 @@ impl Core {
                         bump(&c.fulfills_in, 1);
                     }
                     self.pending.remove(out_id);
-                    // RFC 27 / digest §4.8: a Fulfill after our expiry is not honoured.
+                    // RFC 27 "ILP Packet Lifecycle": a Fulfill after our expiry is not honoured.
                     if now.unix_ms >= e.out_expiry {
                         bump(&self.metrics().late_fulfills, 1);
                         return self.fail(
@@ -392,7 +393,8 @@ impl Core {
                     }
                     self.pending.remove(out_id);
                     self.unwind(now, out_id, &e);
-                    // Digest §2.7 rule 7: relayed unchanged, the same bytes.
+                    // RFC 27 "ILP Packet Lifecycle" (docs/design.md
+                    // "Connector rules"): relayed unchanged, the same bytes.
                     self.metrics().reject_sent(e.from, code);
                     out.push(Action::Reply {
                         to: e.reply_to(),
@@ -498,7 +500,7 @@ impl Core {
         let results = std::mem::take(&mut self.results);
         for ((id, e, packet), ok) in batch.drain(..).zip(results.iter().copied()) {
             if ok {
-                // Digest §2.7 rule 6: the upstream peer owes the incoming
+                // docs/design.md "Balance sign": the upstream peer owes the incoming
                 // amount, we owe the next hop the outgoing one.
                 // Summed per account and applied once per batch below.
                 if e.in_amount > 0 {
@@ -527,7 +529,7 @@ impl Core {
                     _ => out.push(reply),
                 }
             } else {
-                // DESIGN: wrong fulfillment → F05 upstream, next hop not credited.
+                // docs/design.md "Wrong fulfillment": F05 upstream, next hop not credited.
                 bump(&m.wrong_fulfillments, 1);
                 self.fail(
                     now,

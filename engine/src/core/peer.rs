@@ -1,7 +1,7 @@
-//! Packets the connector answers itself (digest §4.10): `peer.config`
+//! Packets the connector answers itself (docs/design.md "Peer protocols"): `peer.config`
 //! (IL-DCP), `peer.balance`, `peer.route.*` (CCP, handed to `crate::ccp`),
 //! and echo (a ping to our own address). Other `peer.*` destinations get
-//! F02 (DESIGN). None of them is ever forwarded.
+//! F02 (docs/design.md "Unknown peer protocols"). None of them is ever forwarded.
 
 use bytes::BytesMut;
 use ilpd_codec::ilp::{Prepare, PrepareBuilder};
@@ -51,7 +51,7 @@ impl Core {
                 )),
             },
             Some(PeerProtocol::Balance) => Ok(BytesMut::new()), // built after settling, below
-            // Digest §4.10.2: CCP (docs/ccp.md); a Fulfill with 32 zero
+            // docs/design.md "CCP" and docs/ccp.md: a Fulfill with 32 zero
             // bytes, or a Reject whose code says why (counted by CCP).
             Some(kind @ (PeerProtocol::RouteControl | PeerProtocol::RouteUpdate)) => {
                 let (account, data) = (from.account, p.data());
@@ -80,8 +80,9 @@ impl Core {
             Err((code, msg)) => return self.reject(from, code, &msg, &[], out),
         };
         // A peer-protocol request normally carries 0; if not, the peer pays
-        // for the answer like for any fulfilled packet (digest §4.10: amount-0
-        // packets skip balance logic; others do not).
+        // for the answer like for any fulfilled packet (docs/design.md
+        // "Zero-amount packets": amount-0 packets skip balance logic; others
+        // do not).
         if amount > 0 {
             let state = &shared.states[idx];
             if !state.reserve_incoming(amount) {
@@ -94,8 +95,9 @@ impl Core {
             state.settle_incoming(amount);
         }
         let packet = if peer::classify(p.destination()) == Some(PeerProtocol::Balance) {
-            // DESIGN: the requester's own balance from its point of view,
-            // i.e. the negation of what it owes us (digest §4.10.3).
+            // docs/design.md "Balance sign": the requester's own balance from
+            // its point of view, i.e. the negation of what it owes us
+            // (docs/design.md "peer.balance").
             let ours = shared.states[idx].balance();
             balance::balance_fulfill(ours.checked_neg().unwrap_or(i64::MAX))
         } else {
@@ -105,8 +107,8 @@ impl Core {
         out.push(Action::Reply { to: from, packet });
     }
 
-    /// A Prepare whose destination is exactly our address: echo (digest
-    /// §4.10.5) if its data starts with the echo prefix, else F02.
+    /// A Prepare whose destination is exactly our address: echo
+    /// (docs/design.md "Echo") if its data starts with the echo prefix, else F02.
     pub(super) fn addressed_to_us(
         &mut self,
         now: Now,
@@ -139,8 +141,9 @@ impl Core {
                 return self.reject(from, ErrorCode::F01_INVALID_PACKET, &msg, &[], out);
             }
         };
-        // RFC 15 / digest §2.7 rule 11: a pong to `peer.*` would be forwarded
-        // (on_prepare's local handling is bypassed here), so refuse it.
+        // RFC 15 "Allocation Schemes", RFC 34 "Special Addresses": a pong to
+        // `peer.*` would be forwarded (on_prepare's local handling is bypassed
+        // here), so refuse it.
         if source.starts_with(peer::PEER_SCHEME) {
             return self.reject(
                 from,
