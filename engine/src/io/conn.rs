@@ -3,7 +3,7 @@
 //! Server side: HTTP upgrade → BTP auth → established. Client side: TCP
 //! connect → upgrade request → auth sent → established. Once established
 //! both are symmetric: Messages from the peer are its Prepares, Responses
-//! and Errors answer our Forwards (digest §5.4–5.5).
+//! and Errors answer our Forwards (RFC 23 "Authentication", "Message").
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -30,7 +30,7 @@ pub enum State {
     Connecting,
     /// Client: upgrade request sent, waiting for `101` with this accept value.
     WsHandshake { accept: String },
-    /// Server: upgraded, waiting for the BTP auth Message (digest §5.4).
+    /// Server: upgraded, waiting for the BTP auth Message (RFC 23 "Authentication").
     AwaitAuth,
     /// Client: auth Message sent with this request id.
     AuthSent { request_id: u32 },
@@ -242,7 +242,7 @@ impl Conn {
     }
 
     /// A fresh wire request id for a Forward, never one still outstanding
-    /// (digest §5.2: never two in flight with the same id).
+    /// (RFC 23 "Overview": never two in flight with the same id).
     pub fn take_request_id(&mut self) -> u32 {
         loop {
             let id = self.next_request_id;
@@ -289,14 +289,15 @@ impl Conn {
         }
     }
 
-    /// A BTP Message carrying an ILP Prepare (digest §5.5).
+    /// A BTP Message carrying an ILP Prepare (RFC 23 "Message").
     pub fn put_ilp_message(&mut self, mask: [u8; 4], request_id: u32, packet: &[u8]) {
         self.put_binary(Some(mask), btp::ilp_message_len(packet.len()), |b| {
             btp::write_ilp_message(b, request_id, packet)
         });
     }
 
-    /// A BTP Response carrying an ILP Fulfill or Reject (digest §5.5).
+    /// A BTP Response carrying an ILP Fulfill or Reject (RFC 23 "Message";
+    /// docs/design.md "Carrying ILP over BTP").
     pub fn put_ilp_response(&mut self, mask: [u8; 4], request_id: u32, packet: &[u8]) {
         self.put_binary(Some(mask), btp::ilp_response_len(packet.len()), |b| {
             btp::write_ilp_response(b, request_id, packet)
