@@ -197,7 +197,8 @@ pub struct AccountConfig {
     #[serde(default)]
     pub connections: usize,
     /// Which bilateral link this peer speaks: btp (default), btp-i, http,
-    /// http-async, http-oer-sync, http-oer-async (digest §6).
+    /// http-async, http-oer-sync, http-oer-async (RFC 35 and the node-roles
+    /// draft; docs/design.md "ILP over HTTP").
     #[serde(default)]
     pub link: LinkKind,
     /// HTTP links: where we POST this peer's packets (`http://host:port/path`),
@@ -355,7 +356,7 @@ fn default_min_balance() -> i64 {
 }
 
 /// An exact non-negative decimal, `num / den`, parsed from text like "1.08".
-/// Rate math is integer-only (DESIGN: no f64 in amount math).
+/// Rate math is integer-only (docs/design.md "Rates": no f64 in amount math).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decimal {
     pub num: u128,
@@ -652,7 +653,7 @@ impl Config {
         for (i, r) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("routes[{i}].{k}");
             // A route prefix is an address, or a bare scheme such as `g` or
-            // `test` (the usual default route, digest §4.2).
+            // `test` (the usual default route, docs/design.md "Route selection").
             let bare_scheme =
                 !r.prefix.contains('.') && Address::new(&format!("{}.x", r.prefix)).is_ok();
             if !bare_scheme {
