@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::url::{LinkUrl, Scheme};
 
-/// Largest WebSocket message / HTTP body we accept (the biggest legal ILP
-/// packet is ~42 kB, digest §2.5).
+/// Largest WebSocket message / HTTP body we accept (the largest legal ILP
+/// packet, a Reject, is 41,997 bytes: docs/design.md "Size limits").
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// Zero masking key for client→server frames. RFC 6455 §5.3 requires every
@@ -83,7 +83,7 @@ pub struct BtpConn {
 }
 
 impl BtpConn {
-    /// TCP connect, WebSocket upgrade and BTP auth (digest §5.4), each
+    /// TCP connect, WebSocket upgrade and BTP auth (RFC 23 "Authentication"), each
     /// bounded by `timeout`.
     pub fn open(name: &str, url: &LinkUrl, timeout: Duration) -> Result<BtpConn, String> {
         let deadline = Instant::now() + timeout;
@@ -216,7 +216,7 @@ impl BtpConn {
             .ok_or_else(|| format!("{}: BTP response without an ilp entry", self.name))
     }
 
-    /// Asks the parent for our address over IL-DCP (RFC 31, digest §4.10.1).
+    /// Asks the parent for our address over IL-DCP (RFC 31 "Packet").
     pub fn ildcp(&mut self, timeout: Duration) -> Result<String, String> {
         let req = ilpd_codec::peer::ildcp::request_prepare(expiry_in(Duration::from_secs(60)));
         let reply = self.request_ilp(&req, timeout)?;

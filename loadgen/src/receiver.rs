@@ -77,7 +77,7 @@ pub enum Decision {
     NoAnswer,
 }
 
-/// The fields of a Prepare the receiver needs (digest §2.2).
+/// The fields of a Prepare the receiver needs (RFC 27 "ILP Prepare").
 #[derive(Clone, Copy, Debug)]
 pub struct PrepareFields<'a> {
     pub amount: u64,
