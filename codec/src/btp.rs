@@ -683,7 +683,7 @@ mod tests {
     }
 
     #[test]
-    fn auth_example_digest_5_4() {
+    fn auth_example_rfc23() {
         let want = hex(
             "062a2b2c2d310103046175746800000d617574685f757365726e616d650105616c6963650a617574685f746f6b656e0106736563726574",
         );

@@ -319,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn digest_invalid_examples() {
+    fn invalid_examples() {
         for t in [
             &b"20171224235312.431+0200"[..],
             b"201712242153124318",
