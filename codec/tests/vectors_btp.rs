@@ -140,7 +140,10 @@ fn vectors_json_btp() {
         checked += 1;
     }
     assert_eq!(checked, btp_vectors.len());
-    assert_eq!(checked, 11, "digest §8 lists 11 BTP vectors");
+    assert_eq!(
+        checked, 11,
+        "docs/design.md \"Test vectors\" lists 11 BTP vectors"
+    );
 }
 
 fn vector<'a>(all: &'a [Value], name: &str) -> &'a Value {
@@ -152,7 +155,7 @@ fn vector<'a>(all: &'a [Value], name: &str) -> &'a Value {
 /// The constructed auth Message of docs/design.md "BTP authentication" and
 /// its empty Response.
 #[test]
-fn digest_auth_example() {
+fn auth_example() {
     let all = load("vectors.json");
     let all = all.as_array().expect("array");
     let msg = unhex(field(vector(all, "constructed BTP auth Message"), "hex"));
@@ -178,7 +181,7 @@ fn digest_auth_example() {
 /// Fulfill in a Response, built from the ILP packets alone with the
 /// one-entry builders.
 #[test]
-fn digest_ilp_examples() {
+fn ilp_examples() {
     let all = load("vectors.json");
     let all = all.as_array().expect("array");
     let prepare = unhex(field(

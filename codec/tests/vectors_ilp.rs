@@ -330,7 +330,7 @@ fn all_ilp_vectors() {
 /// The invalid examples of docs/design.md "ILP timestamp"
 /// (from RFC 30 "Fixed-length Timestamps"), each refused.
 #[test]
-fn digest_invalid_timestamps() {
+fn invalid_timestamps() {
     for t in [
         "20171224235312.431+0200",
         "201712242153124318",
