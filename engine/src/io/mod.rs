@@ -4,6 +4,7 @@
 //! - [`conn`]: one connection's socket, buffers and handshake state.
 //! - [`client`]: client-side BTP accounts (dial, back-off).
 //! - [`handoff`]: bounded cross-worker queues plus mio wakers.
+//! - [`journal`]: a worker's durable-ledger duties per loop turn.
 //! - [`metrics_http`]: `GET /metrics` on a small blocking thread.
 //!
 //! [`run`] starts everything and returns once a SIGINT/SIGTERM drain has
@@ -12,6 +13,7 @@
 pub mod client;
 pub mod conn;
 pub mod handoff;
+pub mod journal;
 pub mod metrics_http;
 pub mod worker;
 

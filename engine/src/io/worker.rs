@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use super::client::{Backoff, ClientSlot, WsUrl};
 use super::conn::{CloseReason, Conn, Outstanding, ReadOutcome, State};
 use super::handoff::{Handoff, Outbox, Peers};
+use super::journal;
 use super::IoShared;
 use crate::config::Config;
 use crate::core::{AccountId, Action, Core, Now, OutId, ReplyTo, Shared};
@@ -34,7 +35,6 @@ use crate::http::driver::{self as http, HttpDriver};
 use crate::http::idempotency::{fingerprint, Begin, Key};
 use crate::http::LinkKind;
 use crate::ledger::writer::Writer;
-use crate::ledger::Ledger;
 
 pub const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
@@ -106,7 +106,7 @@ pub struct WorkerInit {
     /// The HTTP links (listener, server connections, client pools).
     pub http: HttpDriver,
     /// The durable ledger (`None` with `durability = "none"`).
-    pub ledger: Option<Arc<Ledger>>,
+    pub ledger: Option<Arc<crate::ledger::Ledger>>,
 }
 
 struct Slot {
@@ -210,7 +210,7 @@ impl Worker {
             shared.connection_opened(a);
         }
         let mut core = Core::new(shared.clone(), init.id);
-        let journal = open_journal(&mut core, init.ledger.as_deref(), init.id);
+        let journal = journal::open(&mut core, init.ledger.as_deref(), init.id);
         Worker {
             id: init.id,
             core,
@@ -354,38 +354,14 @@ impl Worker {
         }
     }
 
-    /// Writes the turn's journal frame and passes on what waited for it:
-    /// Forwards once their record is written, Fulfills once theirs is
-    /// durable (docs/ledger.md "Group commit"). A write error stops the
-    /// ledger for good.
+    /// The turn's journal work (`journal.rs`), then carry out what it
+    /// released.
     fn journal_turn(&mut self, now: Now) {
-        let Some(w) = &mut self.journal else {
-            return;
-        };
-        let status = self.shared.ledger_status();
-        if status.is_failed() {
-            return;
+        if let Some(w) = &mut self.journal {
+            let status = self.shared.ledger_status();
+            journal::turn(&mut self.core, w, status, now.unix_ms, &mut self.actions);
+            self.dispatch(now);
         }
-        if let Some((seq, frame)) = self.core.journal_seal(now.unix_ms) {
-            if let Err(e) = w.append(seq, frame) {
-                return status.fail(format!("journal write failed on worker {}: {e}", self.id));
-            }
-            self.core.journal_written(seq, &mut self.actions);
-            if w.wants_rollover() {
-                if let Some((seq, cp)) = self.core.journal_checkpoint(now.unix_ms, w.segment() + 1)
-                {
-                    if let Err(e) = w.rollover((seq, &cp)) {
-                        return status.fail(format!(
-                            "cannot start a new journal segment on worker {}: {e}",
-                            self.id
-                        ));
-                    }
-                }
-            }
-        }
-        self.core.journal_durable(w.durable(), &mut self.actions);
-        w.remove_retired();
-        self.dispatch(now);
     }
 
     fn poll_timeout(&self, now: Now) -> Duration {
@@ -904,7 +880,7 @@ impl Worker {
         }
     }
 
-    /// Client: the server's `101` answer, then our BTP auth (digest §5.4).
+    /// Client: the server's `101` answer, then our BTP auth (RFC 23 "Authentication").
     fn client_upgrade(&mut self, slot: usize, now: Now) {
         let request_id = (self.random() as u32).max(1);
         let mask = self.mask();
@@ -979,7 +955,7 @@ impl Worker {
             }
             Message::Pong(_) => {}
             Message::Text(_) => {
-                // digest §5.1: every BTP packet is one binary frame.
+                // RFC 23; docs/design.md "BTP transport": every BTP packet is one binary frame.
                 if let Some(c) = self.conn(slot) {
                     c.put_close(mask, 1003, "BTP uses binary frames");
                 }
@@ -994,7 +970,7 @@ impl Worker {
         }
     }
 
-    /// One BTP packet (digest §5.2–5.5). Unreadable BTP closes the
+    /// One BTP packet (RFC 23 "Overview", "Flow", "Message"). Unreadable BTP closes the
     /// connection without a reply (RFC 23: no reply to unreadable packets).
     fn on_btp(&mut self, slot: usize, mut payload: BytesMut, now: Now) {
         let (ty, request_id, ilp, entries, primary_is_auth) = match Btp::new_checked(&payload[..]) {
@@ -1091,7 +1067,7 @@ impl Worker {
                     },
                     BtpType::Response => {
                         let Some(o) = c.outstanding.remove(&request_id) else {
-                            // digest §5.5: unknown request ids get no reply.
+                            // RFC 23 "Flow": unknown request ids get no reply.
                             return;
                         };
                         match ilp {
@@ -1113,8 +1089,9 @@ impl Worker {
                             return;
                         };
                         let msg = format!("peer sent BTP error {}", btp_error_text(&payload));
-                        // Digest §5.5/§5.6: a final (F..) BTP error becomes F00
-                        // so the sender does not retry it; others stay T01.
+                        // RFC 23 "Error Codes"; docs/design.md "Carrying ILP over BTP":
+                        // a final (F..) BTP error becomes F00 so the sender does not
+                        // retry it; others stay T01.
                         let final_error =
                             Btp::new_checked(&payload[..]).is_ok_and(|v| v.error_code()[0] == b'F');
                         let code = if final_error {
@@ -1140,7 +1117,7 @@ impl Worker {
         }
     }
 
-    /// Server: the first BTP packet must be the auth Message (digest §5.4);
+    /// Server: the first BTP packet must be the auth Message (RFC 23 "Authentication");
     /// a wrong or missing token gets BTP Error F00 NotAcceptedError and the
     /// connection is closed, nothing else is processed. The token is
     /// compared in constant time by the core and never logged.
@@ -1151,7 +1128,7 @@ impl Worker {
                 let id = v.request_id();
                 match btp::parse_auth(&v) {
                     // ilp-plugin-btp sends `auth_username` = "" when its URL
-                    // has no user: treat that as no username (digest §5.4).
+                    // has no user: treat that as no username (docs/design.md "BTP auth").
                     Ok(a) => (
                         id,
                         self.shared
@@ -1392,7 +1369,7 @@ impl Worker {
         let account = c.account;
         self.mark_dirty(slot);
         if account.is_some_and(|a| self.http.link_of(a) == LinkKind::BtpI) {
-            // BTP/2.0-I: repeated until answered (digest §6.3).
+            // BTP/2.0-I: repeated until answered (docs/design.md "Node-roles links").
             let due = self.now().unix_ms + BTPI_RESEND_MS;
             self.btpi_resend
                 .push_back((due, slot, gen, id, Bytes::copy_from_slice(packet)));
@@ -1750,26 +1727,6 @@ impl Worker {
             in_flight = self.core.in_flight(),
             "worker stopped"
         );
-    }
-}
-
-/// The worker's journal writer, its first segment begun with the core's
-/// checkpoint; `None` without a ledger. A failure stops the ledger (every
-/// Prepare then gets T00 and ilpd exits after draining).
-fn open_journal(core: &mut Core, ledger: Option<&Ledger>, id: usize) -> Option<Writer> {
-    let ledger = ledger?;
-    let unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let (seq, cp) = core.journal_checkpoint(unix_ms, 0)?;
-    match ledger.writer(id, (seq, &cp)) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            ledger
-                .status()
-                .fail(format!("cannot create the journal of worker {id}: {e}"));
-            None
-        }
     }
 }
 

@@ -223,9 +223,7 @@ pub fn next_valid_frame(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + HEADER <= buf.len() {
         let rest = &buf[i..];
-        let Some(p) = rest.windows(4).position(|w| w == MAGIC) else {
-            return None;
-        };
+        let p = rest.windows(4).position(|w| w == MAGIC)?;
         i += p;
         if let Read::Frame(..) = read_frame(&buf[i..]) {
             return Some(i);

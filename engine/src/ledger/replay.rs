@@ -116,7 +116,7 @@ pub fn replay(snapshot: Option<&[u8]>, segments: &[(String, &[u8])]) -> Result<R
         }
     }
     // Per worker: its segments of the snapshot's generation, in order.
-    let mut workers: BTreeMap<u32, Vec<(u64, &str, &[u8])>> = BTreeMap::new();
+    let mut workers: BTreeMap<u32, Vec<Segment<'_>>> = BTreeMap::new();
     for (name, bytes) in segments {
         out.bytes += bytes.len() as u64;
         let Some((g, w, s)) = parse_segment_name(name) else {
@@ -143,6 +143,9 @@ pub fn replay(snapshot: Option<&[u8]>, segments: &[(String, &[u8])]) -> Result<R
     }
     Ok(out)
 }
+
+/// One journal segment: (segment number, file name, bytes).
+type Segment<'a> = (u64, &'a str, &'a [u8]);
 
 fn first_checkpoint(bytes: &[u8]) -> Option<(format::Frame<'_>, Checkpoint, usize)> {
     match format::read_frame(bytes) {
@@ -173,7 +176,7 @@ fn torn_whole(name: &str, bytes: &[u8], out: &mut Replayed) -> Result<(), Corrup
     Ok(())
 }
 
-fn replay_worker(segs: &[(u64, &str, &[u8])], out: &mut Replayed) -> Result<(), Corrupt> {
+fn replay_worker(segs: &[Segment<'_>], out: &mut Replayed) -> Result<(), Corrupt> {
     let Some(start) = segs
         .iter()
         .rposition(|(_, _, b)| first_checkpoint(b).is_some())
