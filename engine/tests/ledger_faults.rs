@@ -167,7 +167,7 @@ impl Rig {
             &mut self.core,
             &mut self.writer,
             &self.status,
-            self.now.unix_ms,
+            self.now,
             out,
         );
         self.core.journal_flushed();
@@ -297,10 +297,8 @@ fn a_failed_write_stops_the_ledger_and_releases_nothing_that_needed_it() {
     };
     let mut r = rig(Durability::Os, faults);
     let out = r.send(1, 100);
-    assert!(
-        out.is_empty(),
-        "the Forward was not recorded: it must not leave"
-    );
+    // The Forward was not recorded: it must not leave; it is rejected.
+    assert_eq!(rejected_with(&out), ErrorCode::T00_INTERNAL_ERROR);
     assert!(r.status.is_failed());
     assert!(r
         .status
@@ -312,11 +310,18 @@ fn a_failed_write_stops_the_ledger_and_releases_nothing_that_needed_it() {
     let out = r.send(2, 100);
     assert_eq!(rejected_with(&out), ErrorCode::T00_INTERNAL_ERROR);
     assert_eq!(r.dir.n.writes.load(Ordering::SeqCst), writes);
-    // The unsent packet expires upstream; balances stay put.
+    // Nothing is left waiting; balances stay put.
     r.now.unix_ms += 60_000;
     let mut out = Vec::new();
     r.core.on_timers(r.now, &mut out);
-    assert_eq!(rejected_with(&out), ErrorCode::R00_TRANSFER_TIMED_OUT);
+    assert!(out.is_empty());
+    assert_eq!(
+        r.shared
+            .balance_snapshot(AccountId(0))
+            .unwrap()
+            .reserved_incoming,
+        0
+    );
     assert_eq!(r.shared.balance(AccountId(0)), 0);
     assert_eq!(r.core.in_flight(), 0);
 }

@@ -700,6 +700,28 @@ impl Core {
         }
     }
 
+    /// The ledger stopped: every Forward still waiting for its record is
+    /// rejected upstream with T00 (it never left, so no money moved).
+    pub fn journal_failed(&mut self, now: Now, out: &mut Vec<Action>) {
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        for a in j.take_held_forwards() {
+            if let Action::Forward { out_id, .. } = a {
+                if let Some(e) = self.pending.remove(out_id) {
+                    self.fail(
+                        now,
+                        out_id,
+                        &e,
+                        ErrorCode::T00_INTERNAL_ERROR,
+                        "the ledger stopped before this packet could be recorded",
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
     /// IO handed the released Fulfills to the kernel.
     pub fn journal_flushed(&mut self) {
         if let Some(j) = &mut self.journal {

@@ -204,6 +204,12 @@ impl Journal {
         (seq, buf)
     }
 
+    /// The ledger stopped: the Forwards whose record was never written
+    /// (they must not leave).
+    pub fn take_held_forwards(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.held_forwards)
+    }
+
     /// Fulfills still waiting for durability.
     pub fn held_fulfills(&self) -> usize {
         self.held

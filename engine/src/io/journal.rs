@@ -4,7 +4,7 @@
 //! durable. Kept apart from the event loop so tests can drive the same
 //! code over a fault-injecting file layer (engine/tests/ledger_faults.rs).
 
-use crate::core::{Action, Core};
+use crate::core::{Action, Core, Now};
 use crate::ledger::writer::Writer;
 use crate::ledger::{Ledger, LedgerStatus};
 
@@ -27,20 +27,24 @@ pub fn open(core: &mut Core, ledger: Option<&Ledger>, worker: usize) -> Option<W
 
 /// Writes the core's frame for this turn (starting a new segment when the
 /// current one is full) and moves what it released into `out`. A write
-/// error stops the ledger for good: nothing more is written, and what
-/// waited for an unwritten or unsynced frame is never released. Fulfills
-/// whose frames did become durable still go.
+/// error stops the ledger for good: nothing more is written; Forwards
+/// that waited are rejected upstream with T00 instead of leaving, Fulfills
+/// that waited for an unwritten or unsynced frame are never passed on, and
+/// those whose frames did become durable still go.
 pub fn turn(
     core: &mut Core,
     w: &mut Writer,
     status: &LedgerStatus,
-    unix_ms: u64,
+    now: Now,
     out: &mut Vec<Action>,
 ) {
     if !status.is_failed() {
-        if let Err(e) = write(core, w, unix_ms, out) {
+        if let Err(e) = write(core, w, now.unix_ms, out) {
             status.fail(e);
         }
+    }
+    if status.is_failed() {
+        core.journal_failed(now, out);
     }
     core.journal_durable(w.durable(), out);
     w.remove_retired();

@@ -359,7 +359,7 @@ impl Worker {
     fn journal_turn(&mut self, now: Now) {
         if let Some(w) = &mut self.journal {
             let status = self.shared.ledger_status();
-            journal::turn(&mut self.core, w, status, now.unix_ms, &mut self.actions);
+            journal::turn(&mut self.core, w, status, now, &mut self.actions);
             self.dispatch(now);
         }
     }
