@@ -3,7 +3,7 @@
 //! across journal segments; one data dir, one ilpd; a torn tail is cut and
 //! logged; damage in the middle stops start-up naming the file and offset;
 //! `ilpd ledger verify|dump`; and a disk that fills up stops the ledger:
-//! T00 for new Prepares, exit 3, and nothing lost after a restart.
+//! ilpd drains and exits 3, and a restart loses nothing.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
