@@ -19,16 +19,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Counter bits of a sequence number.
 const COUNTER_MASK: u64 = 0xffff_ffff_ffff;
 
-/// The shared marks: one table per sending connection (by stream id).
+/// The shared marks: one table per sending connection (by stream id),
+/// all in one flat allocation.
 pub struct FulfillTrack {
-    conns: Vec<Box<[AtomicU64]>>,
+    words: Box<[AtomicU64]>,
+    streams: u64,
+    /// log2 of the slots per stream.
+    shift: u32,
     mask: u64,
 }
 
 impl std::fmt::Debug for FulfillTrack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FulfillTrack")
-            .field("streams", &self.conns.len())
+            .field("streams", &self.streams)
             .field("slots", &(self.mask + 1))
             .finish()
     }
@@ -39,11 +43,11 @@ impl FulfillTrack {
     /// to a power of two; at least the sender's ring size).
     pub fn new(streams: usize, slots: usize) -> FulfillTrack {
         let slots = slots.max(1).next_power_of_two();
-        let conns = (0..streams.clamp(1, 1 << 16))
-            .map(|_| (0..slots).map(|_| AtomicU64::new(0)).collect())
-            .collect();
+        let streams = streams.clamp(1, 1 << 16);
         FulfillTrack {
-            conns,
+            words: (0..streams * slots).map(|_| AtomicU64::new(0)).collect(),
+            streams: streams as u64,
+            shift: slots.trailing_zeros(),
             mask: slots as u64 - 1,
         }
     }
@@ -51,8 +55,12 @@ impl FulfillTrack {
     #[inline]
     fn word(&self, seq: u64) -> Option<(&AtomicU64, u64)> {
         let counter = seq & COUNTER_MASK;
-        let table = self.conns.get((seq >> 48) as usize)?;
-        Some((&table[(counter & self.mask) as usize], counter + 1))
+        let stream = seq >> 48;
+        if stream >= self.streams {
+            return None;
+        }
+        let i = (stream << self.shift) | (counter & self.mask);
+        Some((self.words.get(i as usize)?, counter + 1))
     }
 
     /// The receiver fulfilled `seq` (sequence numbers of other runs or of
