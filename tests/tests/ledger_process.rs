@@ -392,11 +392,11 @@ fn a_full_disk_stops_the_ledger_exits_3_and_loses_nothing() {
     let mut p = n.start("ilpd-full");
     // ~80 B of journal per packet: 600 kB fills after ~7,000 packets.
     let r = traffic(&n, 40_000, 1, &[]);
-    // Whether a Prepare arrives between the failure and the drain's close
-    // is timing (T00 for it is checked in engine/tests/ledger_faults.rs);
-    // the run must end early either way.
-    let sent = r["packets"]["sent"].as_u64().unwrap();
-    assert!(sent < 40_000, "the ledger stopped the run: {sent}");
+    // The disk holds the records of ~7,000 packets: the rest were either
+    // rejected with T00 (sent between the failure and the drain) or never
+    // sent (the drain closed the links first); which, is timing.
+    let fulfilled = r["packets"]["fulfilled"].as_u64().unwrap();
+    assert!(fulfilled < 20_000, "the ledger stopped the run: {r}");
     let status = p.wait_timeout(Duration::from_secs(30)).expect("ilpd exits");
     assert_eq!(status.code(), Some(3), "{}", p.stderr_text());
     let err = p.stderr_text();
