@@ -7,7 +7,8 @@
 //! hop connected (T01), exchange rate (R01/F08/T00), outgoing expiry (R02),
 //! pending table room (T03), amount/s limit (T05), incoming reservation
 //! (T04), outgoing reservation (T04). It is then patched in place (amount,
-//! expiry) and handed to IO as [`Action::Forward`].
+//! expiry) and handed to IO as [`Action::Forward`], once its journal record
+//! is written (`journal.rs`; at once with `durability = "none"`).
 
 use std::sync::Arc;
 
@@ -477,7 +478,8 @@ impl Core {
     }
 
     /// End of a loop turn: verify every queued Fulfill in ONE batch (ilpd_codec::sha256::BatchVerifier), settle, emit
-    /// replies; F05 upstream on mismatch (the next hop is not credited).
+    /// replies (a Fulfill once its journal record is durable); F05 upstream on mismatch (the next hop is not
+    /// credited).
     pub fn flush(&mut self, now: Now, out: &mut Vec<Action>) {
         let n = self.batch.len();
         if n == 0 {
