@@ -144,6 +144,38 @@ pub fn replay(snapshot: Option<&[u8]>, segments: &[(String, &[u8])]) -> Result<R
     Ok(out)
 }
 
+/// Packet ids are a worker's pending-table slots and generations, not
+/// chosen by peers: a multiplicative hash is enough, and replay does one
+/// insert and one remove per packet (SipHash was most of replay's time).
+#[derive(Clone, Copy, Default)]
+struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// One journal segment: (segment number, file name, bytes).
 type Segment<'a> = (u64, &'a str, &'a [u8]);
 
@@ -198,7 +230,7 @@ fn replay_worker(segs: &[Segment<'_>], out: &mut Replayed) -> Result<(), Corrupt
     };
     let names: Vec<String> = cp.accounts.iter().map(|(n, _)| n.clone()).collect();
     let mut deltas: Vec<i128> = cp.accounts.iter().map(|(_, d)| *d).collect();
-    let mut open: HashMap<u32, (Forward, u64)> = cp
+    let mut open: HashMap<u32, (Forward, u64), IdHash> = cp
         .open
         .iter()
         .map(|f| (f.id, (*f, cp_frame.unix_ms)))
