@@ -284,8 +284,10 @@ struct DemoArgs {
     /// Link transport for both sides.
     #[arg(long, value_enum, default_value_t = Transport::Btp)]
     transport: Transport,
-    /// Closed-loop window per connection.
-    #[arg(long, default_value_t = 256)]
+    /// Closed-loop window per connection. Large enough that ilpd's group
+    /// commit (durability = "fsync", the default) is not what limits the
+    /// rate: a Fulfill waits about one fdatasync.
+    #[arg(long, default_value_t = demo::DEMO_WINDOW)]
     window: u32,
     #[arg(long)]
     json: Option<PathBuf>,
