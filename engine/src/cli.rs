@@ -51,6 +51,12 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
 
+    /// node.max_in_flight_per_account: most of those one account's
+    /// Prepares may hold per worker; past it that account gets T03
+    /// [default: 0 = half of max_in_flight].
+    #[arg(long, value_name = "N")]
+    pub max_in_flight_per_account: Option<usize>,
+
     /// node.batch: most messages read from one connection per loop turn
     /// (fairness between peers) [default: 256].
     #[arg(long, value_name = "N")]
@@ -243,6 +249,9 @@ impl Args {
         }
         if let Some(v) = self.max_in_flight {
             n.max_in_flight = v;
+        }
+        if let Some(v) = self.max_in_flight_per_account {
+            n.max_in_flight_per_account = v;
         }
         if let Some(v) = self.batch {
             n.batch = v;

@@ -79,6 +79,11 @@ pub struct NodeConfig {
     /// Pending (forwarded, unanswered) Prepares per worker; past it: T03.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Most of those one account's Prepares may hold, per worker; past it
+    /// that account gets T03 and the others are untouched. 0 means half of
+    /// `max_in_flight`.
+    #[serde(default)]
+    pub max_in_flight_per_account: usize,
     /// Most messages handled per connection per loop turn before the
     /// worker moves on (fairness between peers).
     #[serde(default = "default_batch")]
@@ -228,6 +233,10 @@ pub struct AccountConfig {
     /// Optional rate limits on this peer's Prepares; past them: T05.
     #[serde(default)]
     pub max_packets_per_sec: Option<u32>,
+    /// This account's own in-flight quota per worker (overrides
+    /// `node.max_in_flight_per_account`).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
     #[serde(default)]
     pub max_amount_per_sec: Option<u64>,
     /// Per-account overrides of the node's expiry knobs (used when this
@@ -389,6 +398,17 @@ impl Decimal {
             num,
             den: 10u128.pow(frac.len() as u32),
         })
+    }
+}
+
+impl NodeConfig {
+    /// The per-account in-flight quota (per worker) when an account sets
+    /// none: `max_in_flight_per_account`, or half of `max_in_flight`.
+    pub fn in_flight_quota(&self) -> usize {
+        match self.max_in_flight_per_account {
+            0 => (self.max_in_flight / 2).max(1),
+            n => n,
+        }
     }
 }
 
@@ -647,6 +667,12 @@ impl Config {
                 return Err(ConfigError::new(
                     key("max_packets_per_sec"),
                     "must be at least 1 (omit it for no limit)",
+                ));
+            }
+            if let Some(0) = a.max_in_flight {
+                return Err(ConfigError::new(
+                    key("max_in_flight"),
+                    "must be at least 1 (omit it for the node's per-account quota)",
                 ));
             }
         }

@@ -234,7 +234,11 @@ fn disconnected_next_hop_is_t01() {
 
 #[test]
 fn full_pending_table_is_t03() {
-    let mut h = Harness::new(&BASE.replace("max_in_flight = 64", "max_in_flight = 2"));
+    // One account may fill the whole table here (its quota is the table).
+    let mut h = Harness::new(&BASE.replace(
+        "max_in_flight = 64",
+        "max_in_flight = 2\nmax_in_flight_per_account = 2",
+    ));
     let (_, cond) = pair(5);
     let (_, a1) = h.send(
         "alice",
@@ -775,4 +779,64 @@ fn learned_routes_are_swapped_in_and_lose_to_static_and_local() {
         prepare(1, T0_MS + 10_000, "test.net.far.x", &cond, b""),
     );
     assert_eq!(forwarded(&a).0, h.id("dave"));
+}
+
+#[test]
+fn an_account_past_its_in_flight_quota_gets_t03_and_the_others_do_not() {
+    // alice: 2 in flight at most (her own key); bob: the node default,
+    // half of max_in_flight = 32.
+    let mut h = Harness::new(&BASE.replace(
+        "incoming_token = \"alice-token\"",
+        "incoming_token = \"alice-token\"\nmax_in_flight = 2",
+    ));
+    let (_, cond) = pair(7);
+    let p = || prepare(1_000_000, T0_MS + 10_000, "test.net.carol", &cond, b"");
+    let (_, a1) = h.send("alice", p());
+    let (_, a2) = h.send("alice", p());
+    let (_, a3) = h.send("alice", p());
+    let msg = assert_own_reject(&a3, ErrorCode::T03_CONNECTOR_BUSY);
+    assert!(
+        msg.contains("account alice") && msg.contains("quota"),
+        "{msg}"
+    );
+    assert_eq!(
+        h.snapshot("alice"),
+        (0, 2_000_000, 0),
+        "the T03 packet reserved nothing"
+    );
+    // Everyone else is untouched: bob fills his own share and no more.
+    for _ in 0..32 {
+        let (_, b) = h.send("bob", p());
+        forwarded(&b);
+    }
+    let (_, b) = h.send("bob", p());
+    assert!(assert_own_reject(&b, ErrorCode::T03_CONNECTOR_BUSY).contains("account bob"));
+    // An answer frees alice's slot.
+    let (_, id1, _) = forwarded(&a1);
+    forwarded(&a2);
+    h.reply(
+        "carol",
+        id1,
+        reject(ErrorCode::T99_APPLICATION_ERROR, "test.net.carol", "", &[]),
+    );
+    let (_, a4) = h.send("alice", p());
+    forwarded(&a4);
+}
+
+#[test]
+fn the_default_quota_is_half_the_table() {
+    let mut h = Harness::new(&BASE.replace("max_in_flight = 64", "max_in_flight = 8"));
+    let (_, cond) = pair(8);
+    for _ in 0..4 {
+        let (_, a) = h.send(
+            "alice",
+            prepare(1, T0_MS + 10_000, "test.net.bob", &cond, b""),
+        );
+        forwarded(&a);
+    }
+    let (_, a) = h.send(
+        "alice",
+        prepare(1, T0_MS + 10_000, "test.net.bob", &cond, b""),
+    );
+    assert_own_reject(&a, ErrorCode::T03_CONNECTOR_BUSY);
 }

@@ -34,6 +34,8 @@ pin_cores = false
 listen = "127.0.0.1:{port}"
 metrics_addr = "127.0.0.1:{metrics}"
 max_in_flight = 100000
+# One account fills the table here (memory per packet, not fairness).
+max_in_flight_per_account = 100000
 write_buffer_limit = {write_limit}
 log_level = "warn"
 {extra}

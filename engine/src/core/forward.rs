@@ -54,7 +54,7 @@ impl Core {
             .journaling
             .then(|| Journal::new(shared.account_count()));
         Core {
-            pending: Pending::new(shared.max_in_flight),
+            pending: Pending::new(shared.max_in_flight, shared.account_count()),
             routes: shared.router.cache(),
             verifier: shared.verifier,
             shared,
@@ -259,6 +259,15 @@ impl Core {
             let msg = format!(
                 "connector busy: {} packets in flight on this worker",
                 self.pending.len()
+            );
+            return self.reject(from, ErrorCode::T03_CONNECTOR_BUSY, &msg, &[], out);
+        }
+        // Fair use of the pending table: one account cannot hold all of it.
+        let quota = shared.in_flight_quota[from_idx];
+        if self.pending.account_len(from_idx) >= quota {
+            let msg = format!(
+                "connector busy: account {} has {quota} packets in flight on this worker, its quota",
+                shared.configs[from_idx].id
             );
             return self.reject(from, ErrorCode::T03_CONNECTOR_BUSY, &msg, &[], out);
         }

@@ -90,6 +90,8 @@ pub struct Shared {
     router: Router,
     rates: RateTable,
     max_in_flight: usize,
+    /// Most pending packets per worker whose Prepare came from each account.
+    in_flight_quota: Vec<usize>,
     verifier: BatchVerifier,
     metrics: Metrics,
     /// Route broadcasting (docs/ccp.md): cold path, behind a mutex; its
@@ -186,6 +188,11 @@ impl Shared {
             router: Router::new(local, fixed),
             rates: RateTable::new(&cfg.accounts, &cfg.rates)?,
             max_in_flight: node.max_in_flight,
+            in_flight_quota: cfg
+                .accounts
+                .iter()
+                .map(|a| a.max_in_flight.unwrap_or(node.in_flight_quota()))
+                .collect(),
             verifier,
             metrics: Metrics::new(cfg.worker_count(), n),
             ccp,

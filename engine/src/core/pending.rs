@@ -89,10 +89,14 @@ pub struct Pending {
     last_tick: u64,
     /// A lower bound on the earliest deadline (u64::MAX: none known).
     hint: u64,
+    /// Live entries per upstream account (index `from`), for the
+    /// per-account in-flight quota; our own requests (`from` past the end)
+    /// are not counted.
+    per_account: Vec<u32>,
 }
 
 impl Pending {
-    pub fn new(max_in_flight: usize) -> Pending {
+    pub fn new(max_in_flight: usize, accounts: usize) -> Pending {
         let max = max_in_flight.clamp(1, MAX_SLOTS);
         let slot_bits = (usize::BITS - (max - 1).leading_zeros()).max(1);
         Pending {
@@ -105,7 +109,14 @@ impl Pending {
             wheel: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
             last_tick: 0,
             hint: u64::MAX,
+            per_account: vec![0; accounts],
         }
+    }
+
+    /// Live entries whose Prepare came from `account`.
+    #[inline]
+    pub fn account_len(&self, account: usize) -> usize {
+        self.per_account.get(account).map_or(0, |n| *n as usize)
     }
 
     pub fn len(&self) -> usize {
@@ -173,6 +184,9 @@ impl Pending {
             timer_bucket: bucket as u16,
         };
         self.len += 1;
+        if let Some(n) = self.per_account.get_mut(e.origin.account.0 as usize) {
+            *n += 1;
+        }
         Some(OutId((ent.generation << self.slot_bits) | slot as u32))
     }
 
@@ -208,6 +222,9 @@ impl Pending {
         ent.generation = (ent.generation + 1) & self.gen_mask;
         self.free.push(slot as u32);
         self.len -= 1;
+        if let Some(n) = self.per_account.get_mut(e.from as usize) {
+            *n -= 1;
+        }
         e
     }
 
@@ -290,7 +307,7 @@ mod tests {
 
     #[test]
     fn stale_ids_never_match_a_reused_slot() {
-        let mut p = Pending::new(2);
+        let mut p = Pending::new(2, 1);
         let a = p.insert(new(100)).unwrap();
         let b = p.insert(new(100)).unwrap();
         assert!(p.is_full());
@@ -307,7 +324,7 @@ mod tests {
 
     #[test]
     fn timers_fire_at_deadline_and_removed_ones_do_not() {
-        let mut p = Pending::new(100);
+        let mut p = Pending::new(100, 1);
         let t0 = 1_700_000_000_000;
         let mut out = Vec::new();
         p.expire(t0, &mut out);
@@ -342,7 +359,7 @@ mod tests {
 
     #[test]
     fn past_deadlines_fire_on_the_next_call() {
-        let mut p = Pending::new(4);
+        let mut p = Pending::new(4, 1);
         let mut out = Vec::new();
         p.expire(1000, &mut out);
         p.insert(new(500)).unwrap();
