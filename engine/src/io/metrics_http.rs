@@ -2,11 +2,16 @@
 //! thread with a blocking std listener: a cold path that must never touch
 //! the workers' loops. Anything but `GET /metrics` gets 404 (405 for other
 //! methods on /metrics).
+//!
+//! No client can hold the endpoint: each connection is served on its own short-lived thread, at most
+//! [`MAX_CLIENTS`] at once (more get 503 at once), and a request must
+//! arrive whole within [`HEAD_DEADLINE`], however slowly it trickles.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::IoShared;
 use crate::core::Shared;
@@ -22,16 +27,42 @@ pub fn spawn(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("ilpd-metrics".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let _ = serve(stream, &shared, &io, ledger.as_deref());
+                let Ok(mut stream) = stream else {
+                    // EMFILE and friends: do not spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if active.load(Ordering::Acquire) >= MAX_CLIENTS {
+                    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                    let _ = respond(&mut stream, "503 Service Unavailable", "too many clients\n");
+                    continue;
+                }
+                active.fetch_add(1, Ordering::AcqRel);
+                let (shared, io, ledger, active2) =
+                    (shared.clone(), io.clone(), ledger.clone(), active.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("ilpd-metrics-conn".into())
+                    .spawn(move || {
+                        let _ = serve(stream, &shared, &io, ledger.as_deref());
+                        active2.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         })?;
     Ok(bound)
 }
+
+/// Connections served at once; more get 503.
+pub const MAX_CLIENTS: usize = 32;
+/// A request head must arrive whole within this, however it trickles.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The request target of a `GET` request line, or why it is refused.
 fn route(head: &[u8]) -> u16 {
@@ -53,12 +84,23 @@ fn serve(
     io: &IoShared,
     ledger: Option<&Ledger>,
 ) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let deadline = Instant::now() + HEAD_DEADLINE;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-        let n = stream.read(&mut buf)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return respond(&mut stream, "408 Request Timeout", "request too slow\n");
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return respond(&mut stream, "408 Request Timeout", "request too slow\n");
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }
@@ -79,6 +121,10 @@ fn serve(
         ),
         _ => ("404 Not Found", String::from("not found; try /metrics\n")),
     };
+    respond(&mut stream, status, &body)
+}
+
+fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
     let header = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
