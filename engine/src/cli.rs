@@ -57,6 +57,11 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_in_flight_per_account: Option<usize>,
 
+    /// node.http_idle_timeout_ms: an ILP-over-HTTP server connection with
+    /// nothing outstanding and silent this long is closed [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub http_idle_timeout: Option<u64>,
+
     /// node.batch: most messages read from one connection per loop turn
     /// (fairness between peers) [default: 256].
     #[arg(long, value_name = "N")]
@@ -252,6 +257,9 @@ impl Args {
         }
         if let Some(v) = self.max_in_flight_per_account {
             n.max_in_flight_per_account = v;
+        }
+        if let Some(v) = self.http_idle_timeout {
+            n.http_idle_timeout_ms = v;
         }
         if let Some(v) = self.batch {
             n.batch = v;

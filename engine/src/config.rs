@@ -131,6 +131,10 @@ pub struct NodeConfig {
     /// `http://<http_listen>/ilp`.
     #[serde(default)]
     pub http_callback_url: Option<String>,
+    /// An ILP-over-HTTP server connection with no request outstanding and
+    /// silent this long is closed (an idle client costs a slot and buffers).
+    #[serde(default = "default_http_idle_timeout_ms")]
+    pub http_idle_timeout_ms: u64,
     /// Largest HTTP request or response body; larger requests get `413`.
     #[serde(default = "default_http_max_body")]
     pub http_max_body: usize,
@@ -330,6 +334,9 @@ fn default_route_broadcast_interval_ms() -> u64 {
 fn default_route_hold_down_ms() -> u64 {
     45_000
 }
+fn default_http_idle_timeout_ms() -> u64 {
+    10_000
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./ilpd-data")
 }
@@ -476,6 +483,12 @@ impl Config {
             return Err(ConfigError::new(
                 "node.route_hold_down_ms",
                 "must be between 1 and 4294967295 (a CCP UInt32)",
+            ));
+        }
+        if node.http_idle_timeout_ms < 100 {
+            return Err(ConfigError::new(
+                "node.http_idle_timeout_ms",
+                "must be at least 100",
             ));
         }
         if node.journal_segment_mb == 0 || node.journal_segment_mb > 1 << 20 {

@@ -1,7 +1,7 @@
 //! Peer isolation (issue 16) with real processes: one slow or idle client
 //! costs the others nothing. So far: a metrics client that trickles its
 //! request cannot hold the endpoint, and idle ILP-over-HTTP connections
-//! are closed after `http_idle_timeout_ms`.
+//! are closed after `http_idle_timeout_ms`, not minutes later.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -74,4 +74,33 @@ fn a_trickling_metrics_client_cannot_hold_the_endpoint() {
     let (took, answer) = trickle.join().unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(took < Duration::from_secs(5), "cut off after {took:?}");
+}
+
+#[test]
+fn idle_http_connections_are_closed_after_the_idle_timeout() {
+    let p = free_ports(3);
+    let _node = ilpd::start(
+        &config(&p, "http_idle_timeout_ms = 600"),
+        addr(p[0]),
+        "ilpd",
+    );
+    let http = addr(p[2]);
+    assert!(ilpd_tests::wait_for_port(http, Duration::from_secs(5)));
+    // One connection that never sends, one that sends a request and then
+    // goes quiet.
+    let mut quiet = TcpStream::connect(http).unwrap();
+    let mut used = TcpStream::connect(http).unwrap();
+    used.write_all(b"POST /ilp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer alice-token\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    for s in [&mut quiet, &mut used] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+    }
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(2500),
+        "closed after {took:?}, want about 0.6 s"
+    );
 }

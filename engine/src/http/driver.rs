@@ -43,8 +43,6 @@ const READ_CHUNK: usize = 64 * 1024;
 const MIN_SPARE: usize = 4 * 1024;
 /// How often timeouts are checked while HTTP connections exist.
 const SCAN_MS: u64 = 100;
-/// A server connection silent this long is closed.
-const IDLE_MS: u64 = 120_000;
 /// First retry delay on idempotent links; doubles up to [`RETRY_MAX_MS`].
 const RETRY_FIRST_MS: u64 = 50;
 const RETRY_MAX_MS: u64 = 1_000;
@@ -115,6 +113,9 @@ pub struct DriverConfig {
     /// A request head or body that has not fully arrived this long after
     /// its first byte: `408` and close (slow clients).
     pub header_timeout_ms: u64,
+    /// A server connection with nothing outstanding and silent this long
+    /// is closed (`node.http_idle_timeout_ms`).
+    pub idle_timeout_ms: u64,
     pub write_buffer_limit: usize,
     /// `Callback-Url` we send on `http-async` links.
     pub callback_url: Option<String>,
@@ -1505,6 +1506,7 @@ impl HttpDriver {
         }
         self.next_scan_ms = now.unix_ms + SCAN_MS;
         let header_timeout = self.cfg.header_timeout_ms;
+        let idle_timeout = self.cfg.idle_timeout_ms;
         let mut late = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
             let Some(c) = s.conn.as_ref() else { continue };
@@ -1516,7 +1518,7 @@ impl HttpDriver {
                         late.push((i, 408u16, false));
                     } else if sc.outstanding() == 0
                         && c.rbuf.is_empty()
-                        && now.unix_ms.saturating_sub(c.last_active_ms) >= IDLE_MS
+                        && now.unix_ms.saturating_sub(c.last_active_ms) >= idle_timeout
                     {
                         late.push((i, 0, false));
                     }

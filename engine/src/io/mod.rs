@@ -312,6 +312,7 @@ impl Node {
         let http_cfg = DriverConfig {
             max_body: cfg.node.http_max_body,
             header_timeout_ms: cfg.node.handshake_timeout_ms,
+            idle_timeout_ms: cfg.node.http_idle_timeout_ms,
             write_buffer_limit: cfg.node.write_buffer_limit,
             callback_url: cfg
                 .node
