@@ -62,6 +62,12 @@ pub struct Args {
     #[arg(long, value_name = "MS")]
     pub http_idle_timeout: Option<u64>,
 
+    /// node.allow_weak_tokens: accept two accounts with the same
+    /// incoming_token, and tokens under 16 bytes without a warning (tests
+    /// and demos only) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_weak_tokens: Option<bool>,
+
     /// node.batch: most messages read from one connection per loop turn
     /// (fairness between peers) [default: 256].
     #[arg(long, value_name = "N")]
@@ -260,6 +266,9 @@ impl Args {
         }
         if let Some(v) = self.http_idle_timeout {
             n.http_idle_timeout_ms = v;
+        }
+        if let Some(v) = self.allow_weak_tokens {
+            n.allow_weak_tokens = v;
         }
         if let Some(v) = self.batch {
             n.batch = v;

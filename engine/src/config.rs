@@ -135,6 +135,10 @@ pub struct NodeConfig {
     /// silent this long is closed (an idle client costs a slot and buffers).
     #[serde(default = "default_http_idle_timeout_ms")]
     pub http_idle_timeout_ms: u64,
+    /// Accept two accounts with the same `incoming_token`, and tokens under
+    /// 16 bytes without a warning (tests and demos only).
+    #[serde(default)]
+    pub allow_weak_tokens: bool,
     /// Largest HTTP request or response body; larger requests get `413`.
     #[serde(default = "default_http_max_body")]
     pub http_max_body: usize,
@@ -408,6 +412,43 @@ impl Decimal {
     }
 }
 
+/// Shortest `incoming_token` accepted without a warning.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl Config {
+    /// What is legal but unsafe, one line each, for ilpd to log at start
+    /// (issue 16 "Safe defaults"; the tokens themselves are never shown).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let node = &self.node;
+        for (i, a) in self.accounts.iter().enumerate() {
+            if a.relation == Relation::Child && a.max_balance == i64::MAX {
+                w.push(format!(
+                    "accounts[{i}] ({}): a child with no max_balance has unlimited credit",
+                    a.id
+                ));
+            }
+            if let Some(t) = &a.incoming_token {
+                if t.len() < MIN_TOKEN_LEN && !node.allow_weak_tokens {
+                    w.push(format!(
+                        "accounts[{i}] ({}): incoming_token is {} bytes; use at least {MIN_TOKEN_LEN} random bytes",
+                        a.id,
+                        t.len()
+                    ));
+                }
+            }
+        }
+        if let Some(m) = node.metrics_addr {
+            if !m.ip().is_loopback() {
+                w.push(format!(
+                    "node.metrics_addr {m} is not a loopback address: anyone who reaches it reads every balance"
+                ));
+            }
+        }
+        w
+    }
+}
+
 impl NodeConfig {
     /// The per-account in-flight quota (per worker) when an account sets
     /// none: `max_in_flight_per_account`, or half of `max_in_flight`.
@@ -538,8 +579,25 @@ impl Config {
             ));
         }
         let mut ids = std::collections::HashSet::new();
+        let mut tokens = std::collections::HashMap::new();
         for (i, a) in self.accounts.iter().enumerate() {
             let key = |k: &str| format!("accounts[{i}].{k}");
+            // Two accounts with one token: auth would silently pick the
+            // first (issue 16 "Safe defaults").
+            if let Some(t) = a.incoming_token.as_deref() {
+                if let Some(j) = tokens.insert(t, i) {
+                    if !node.allow_weak_tokens {
+                        return Err(ConfigError::new(
+                            key("incoming_token"),
+                            format!(
+                                "the same token as accounts[{j}] ({:?}): each peer needs its own \
+                                 (set node.allow_weak_tokens = true to allow it)",
+                                self.accounts[j].id
+                            ),
+                        ));
+                    }
+                }
+            }
             if a.id.is_empty()
                 || !a
                     .id
@@ -755,6 +813,45 @@ mod tests {
         asset_scale = 9
         incoming_token = "alice-token"
     "#;
+
+    #[test]
+    fn duplicate_tokens_are_refused_unless_allowed() {
+        let two = format!(
+            "{MIN}\n[[accounts]]\nid = \"bob\"\nrelation = \"peer\"\nasset_code = \"USD\"\nasset_scale = 9\nincoming_token = \"alice-token\"\n"
+        );
+        let e = err(&two);
+        assert_eq!(e.key, "accounts[1].incoming_token");
+        assert!(e.problem.contains("accounts[0]"), "{e}");
+        assert!(
+            !e.problem.contains("alice-token"),
+            "never shows the token: {e}"
+        );
+        let allowed = two.replace(
+            "address = \"test.ilpd\"",
+            "address = \"test.ilpd\"\nallow_weak_tokens = true",
+        );
+        Config::from_toml(&allowed).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn unsafe_but_legal_settings_are_warned_about() {
+        let c = Config::from_toml(&MIN.replace(
+            "address = \"test.ilpd\"",
+            "address = \"test.ilpd\"\nmetrics_addr = \"0.0.0.0:9464\"",
+        ))
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].contains("no max_balance"));
+        assert!(w[1].contains("11 bytes") && !w[1].contains("alice-token"));
+        assert!(w[2].contains("not a loopback"));
+        let safe = Config::from_toml(&MIN.replace(
+            "incoming_token = \"alice-token\"",
+            "incoming_token = \"a-long-random-token-of-32-bytes!\"\nmax_balance = 1000",
+        ))
+        .unwrap();
+        assert!(safe.warnings().is_empty(), "{:?}", safe.warnings());
+    }
 
     fn err(text: &str) -> ConfigError {
         match Config::from_toml(text).and_then(|c| c.validate().map(|_| c)) {

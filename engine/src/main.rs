@@ -108,6 +108,9 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .init();
 
+    for w in cfg.warnings() {
+        warn!("{w}");
+    }
     let shared = match Shared::from_config(&cfg) {
         Ok(s) => s,
         Err(e) => return config_error(&e),
