@@ -377,18 +377,20 @@ impl ServerConn {
                 "no such path; POST to /ilp, /accounts/<id>/ilp or /ilp/<request-id>\n",
             );
         };
-        // RFC 35 "Authentication": bearer token, compared in constant time by the core.
+        // RFC 35 "Authentication": bearer token, compared in constant time
+        // by the core. A wrong one is answered, then the connection closes,
+        // so guessing costs a new connection each time (issue 16).
         let account = match token.and_then(|t| accounts.authenticate(t)) {
             Some(a) => a,
             None => {
                 let _ = rbuf.split_to(head_len + body_len);
-                return refuse(401, "missing or wrong bearer token\n");
+                return Parsed::Fatal(401, "missing or wrong bearer token\n");
             }
         };
         if let Route::Account(name) = route {
             if accounts.name(account) != name {
                 let _ = rbuf.split_to(head_len + body_len);
-                return refuse(401, "the token is not the one of this account\n");
+                return Parsed::Fatal(401, "the token is not the one of this account\n");
             }
         }
         if !ctype_ok {
@@ -469,7 +471,8 @@ enum Parsed {
     Partial {
         expect_continue: bool,
     },
-    /// Answer, then close: the framing cannot be trusted.
+    /// Answer, then close: the framing cannot be trusted, or the peer
+    /// failed auth.
     Fatal(u16, &'static str),
     /// Answer and go on (unless the request asked to close).
     Refused(u16, &'static str, bool),
@@ -624,7 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn wrong_or_missing_token_is_401_and_nothing_is_returned() {
+    fn wrong_or_missing_token_is_401_and_the_connection_closes() {
         let p = prepare();
         for auth in [
             "",
@@ -633,14 +636,14 @@ mod tests {
             "Authorization: Basic YWxpY2U=\r\n",
         ] {
             let mut conn = ServerConn::new(40_000);
-            // The connection stays usable: a good request after it works.
+            // The connection closes: not even a good request after it is
+            // read (one guess per connection).
             let mut input = post("/ilp", auth, &p);
             input.extend(post("/ilp", AUTH, &p));
             let (reqs, out, closing) = run(&mut conn, &input);
             assert_eq!(status_of(&out), [401], "{auth:?}");
-            assert!(!closing);
-            assert_eq!(reqs.len(), 1);
-            assert_eq!(reqs[0].seq, 1);
+            assert!(closing);
+            assert!(reqs.is_empty());
         }
         // A token for another account on an /accounts/<id>/ilp path.
         let mut conn = ServerConn::new(40_000);
