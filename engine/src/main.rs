@@ -111,6 +111,7 @@ fn main() -> ExitCode {
     for w in cfg.warnings() {
         warn!("{w}");
     }
+    raise_open_file_limit();
     let shared = match Shared::from_config(&cfg) {
         Ok(s) => s,
         Err(e) => return config_error(&e),
@@ -218,6 +219,33 @@ fn open_ledger(cfg: &Config, shared: &Shared) -> Result<Option<Arc<Ledger>>, Exi
         "ledger open"
     );
     Ok(Some(Arc::new(ledger)))
+}
+
+/// Every connection is a file descriptor: raise the soft limit to the
+/// hard one at start (issue 16). A failure only costs capacity; it is
+/// logged.
+fn raise_open_file_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 || r.rlim_cur >= r.rlim_max {
+            return;
+        }
+        let old = r.rlim_cur;
+        r.rlim_cur = r.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
+            info!(from = old, to = r.rlim_max, "raised the open-file limit");
+        } else {
+            warn!(
+                limit = old,
+                "cannot raise the open-file limit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {

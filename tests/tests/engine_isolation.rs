@@ -1,7 +1,9 @@
 //! Peer isolation (issue 16) with real processes: one slow or idle client
 //! costs the others nothing. So far: a metrics client that trickles its
-//! request cannot hold the endpoint, and idle ILP-over-HTTP connections
-//! are closed after `http_idle_timeout_ms`, not minutes later.
+//! request cannot hold the endpoint, idle ILP-over-HTTP connections are
+//! closed after `http_idle_timeout_ms`, not minutes later, and when file
+//! descriptors run out a peer waiting in the backlog is still accepted once
+//! some are free (no new connection needed to wake the listener).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -103,4 +105,60 @@ fn idle_http_connections_are_closed_after_the_idle_timeout() {
         took >= Duration::from_millis(500) && took < Duration::from_millis(2500),
         "closed after {took:?}, want about 0.6 s"
     );
+}
+
+#[test]
+fn out_of_file_descriptors_a_waiting_peer_is_accepted_once_some_free_up() {
+    let p = free_ports(3);
+    let listen = addr(p[0]);
+    let cfg = format!(
+        r#"
+[node]
+address = "test.ilpd"
+threads = 1
+pin_cores = false
+listen = "127.0.0.1:{}"
+log_level = "info"
+durability = "none"
+handshake_timeout_ms = 800
+
+[[accounts]]
+id = "alice"
+relation = "child"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "alice-token"
+"#,
+        p[0]
+    );
+    let file = ilpd_tests::temp_dir("cfg").join("ilpd.toml");
+    std::fs::write(&file, cfg).unwrap();
+    // A hard limit of 40 descriptors: ilpd cannot raise it.
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=40:40")
+        .arg(ilpd_tests::bin_path("ilpd"))
+        .arg("--config")
+        .arg(&file);
+    let mut node = ilpd_tests::Proc::spawn(cmd, "ilpd-fd");
+    assert!(ilpd_tests::wait_for_port(listen, Duration::from_secs(10)));
+    // 60 idle connections: the kernel completes them all, ilpd runs out
+    // of descriptors part way.
+    let idle: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(listen).unwrap())
+        .collect();
+    // A real peer behind them in the backlog. The idle ones are closed by
+    // the handshake timeout; nothing else connects after this one.
+    let t = Instant::now();
+    let c = bc::BtpClient::connect_auth(listen, Some("alice"), "alice-token");
+    let took = t.elapsed();
+    drop(idle);
+    node.terminate();
+    let err = node.stderr_text();
+    assert!(
+        c.is_ok(),
+        "the waiting peer was never served: {:?}\n{err}",
+        c.err()
+    );
+    assert!(err.contains("Too many open files"), "{err}");
+    assert!(took < Duration::from_secs(5), "served after {took:?}");
 }

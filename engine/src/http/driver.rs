@@ -10,6 +10,7 @@
 //! out; an async reply POSTed to another worker is handed back (the request
 //! id says which worker, see [`ReqId::ours`]).
 
+use crate::io::accept_backoff::AcceptBackoff;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -296,6 +297,8 @@ pub struct HttpDriver {
     rng: u64,
     next_scan_ms: u64,
     draining: bool,
+    /// A failed `accept` (EMFILE…) is retried on a timer.
+    accept_backoff: AcceptBackoff,
     pub counters: Counters,
 }
 
@@ -340,6 +343,7 @@ impl HttpDriver {
             rng: seed | 1,
             next_scan_ms: 0,
             draining: false,
+            accept_backoff: AcceptBackoff::default(),
             counters: Counters::default(),
         };
         for i in 0..d.accounts.len() {
@@ -550,10 +554,20 @@ impl HttpDriver {
                         debug!(worker = self.worker, %peer, "HTTP connection accepted");
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return self.accept_backoff.ok();
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    warn!(worker = self.worker, "HTTP accept failed: {e}");
+                    // EMFILE and friends: retry on a timer (io/accept_backoff.rs).
+                    let n = self.accept_backoff.failed(now.unix_ms);
+                    if n > 0 {
+                        warn!(
+                            worker = self.worker,
+                            failures = n,
+                            "HTTP accept failed: {e}; retrying"
+                        );
+                    }
                     return;
                 }
             }
@@ -1473,6 +1487,9 @@ impl HttpDriver {
     /// Earliest unix ms at which [`HttpDriver::on_timers`] has work.
     pub fn next_deadline(&self) -> Option<u64> {
         let mut at = self.retries.iter().map(|r| r.0).min();
+        if let Some(t) = self.accept_backoff.deadline() {
+            at = Some(at.map_or(t, |a| a.min(t)));
+        }
         if self.slots.iter().any(|s| s.conn.is_some()) {
             at = Some(at.map_or(self.next_scan_ms, |a| a.min(self.next_scan_ms)));
         }
@@ -1482,6 +1499,9 @@ impl HttpDriver {
     /// Repeats due requests; closes slow clients (408), idle connections
     /// and connections whose peer stopped answering.
     pub fn on_timers(&mut self, now: Now, out: &mut Vec<Event>) {
+        if self.accept_backoff.due(now.unix_ms) {
+            self.accept(now);
+        }
         if self.retries.iter().any(|r| r.0 <= now.unix_ms) {
             let all = std::mem::take(&mut self.retries);
             let mut due = Vec::new();

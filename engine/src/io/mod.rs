@@ -2,6 +2,7 @@
 //!
 //! - [`worker`]: one event loop per core (accept, read, core, write).
 //! - [`conn`]: one connection's socket, buffers and handshake state.
+//! - [`accept_backoff`]: retrying `accept` after EMFILE and friends.
 //! - [`client`]: client-side BTP accounts (dial, back-off).
 //! - [`handoff`]: bounded cross-worker queues plus mio wakers.
 //! - [`journal`]: a worker's durable-ledger duties per loop turn.
@@ -10,6 +11,7 @@
 //! [`run`] starts everything and returns once a SIGINT/SIGTERM drain has
 //! finished.
 
+pub mod accept_backoff;
 pub mod client;
 pub mod conn;
 pub mod handoff;

@@ -24,6 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use tracing::{debug, info, warn};
 
+use super::accept_backoff::{self, AcceptBackoff};
 use super::client::{Backoff, ClientSlot, WsUrl};
 use super::conn::{CloseReason, Conn, Outstanding, ReadOutcome, State};
 use super::handoff::{Handoff, Outbox, Peers};
@@ -166,6 +167,8 @@ pub struct Worker {
     btpi_resend: VecDeque<(u64, usize, u32, u32, Bytes)>,
     /// This worker's journal segment writer (docs/ledger.md).
     journal: Option<Writer>,
+    /// A failed `accept` (EMFILE…) is retried on a timer.
+    accept_backoff: AcceptBackoff,
 }
 
 fn token_of(slot: usize) -> Token {
@@ -215,6 +218,7 @@ impl Worker {
             id: init.id,
             core,
             journal,
+            accept_backoff: AcceptBackoff::default(),
             poll: init.poll,
             listener: init.listener,
             slots: Vec::new(),
@@ -303,6 +307,9 @@ impl Worker {
                     Token(t) => self.on_event(t - FIRST_CONN, ev, now),
                 }
             }
+            if self.accept_backoff.due(now.unix_ms) {
+                self.accept(now);
+            }
             if !self.draining && self.io.shutdown.load(Ordering::Acquire) {
                 self.start_drain(now);
             }
@@ -389,6 +396,9 @@ impl Worker {
         }
         if let Some(r) = self.btpi_resend.front() {
             at = at.min(r.0);
+        }
+        if let Some(t) = self.accept_backoff.deadline() {
+            at = at.min(t);
         }
         if self.handshaking > 0 {
             at = at.min(self.next_handshake_scan_ms);
@@ -493,11 +503,16 @@ impl Worker {
                         debug!(worker = self.id, %peer, "accepted");
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return self.accept_backoff.ok();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: log and try again next event.
-                    warn!(worker = self.id, "accept failed: {e}");
+                    // EMFILE and friends: retry on a timer (accept_backoff.rs).
+                    let n = self.accept_backoff.failed(now.unix_ms);
+                    if n > 0 {
+                        warn!(worker = self.id, failures = n, "accept failed: {e}; retrying every {} ms, existing connections are served", accept_backoff::RETRY_MS);
+                    }
                     return;
                 }
             }
