@@ -62,6 +62,12 @@ pub struct Args {
     #[arg(long, value_name = "MS")]
     pub http_idle_timeout: Option<u64>,
 
+    /// node.auth_failures_per_ip_per_min: failed auths per source IP per
+    /// minute after a burst of 10; past it new connections from there are
+    /// closed at accept; 0 = off [default: 60].
+    #[arg(long, value_name = "N")]
+    pub auth_failures_per_ip_per_min: Option<u32>,
+
     /// node.allow_weak_tokens: accept two accounts with the same
     /// incoming_token, and tokens under 16 bytes without a warning (tests
     /// and demos only) [default: false].
@@ -266,6 +272,9 @@ impl Args {
         }
         if let Some(v) = self.http_idle_timeout {
             n.http_idle_timeout_ms = v;
+        }
+        if let Some(v) = self.auth_failures_per_ip_per_min {
+            n.auth_failures_per_ip_per_min = v;
         }
         if let Some(v) = self.allow_weak_tokens {
             n.allow_weak_tokens = v;

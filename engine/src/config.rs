@@ -135,6 +135,11 @@ pub struct NodeConfig {
     /// silent this long is closed (an idle client costs a slot and buffers).
     #[serde(default = "default_http_idle_timeout_ms")]
     pub http_idle_timeout_ms: u64,
+    /// Failed auths (BTP, HTTP 401) per source IP per minute, after a burst
+    /// of 10; past it new connections from that address are closed at
+    /// accept until it refills. 0 turns throttling off.
+    #[serde(default = "default_auth_failures_per_ip_per_min")]
+    pub auth_failures_per_ip_per_min: u32,
     /// Accept two accounts with the same `incoming_token`, and tokens under
     /// 16 bytes without a warning (tests and demos only).
     #[serde(default)]
@@ -337,6 +342,9 @@ fn default_route_broadcast_interval_ms() -> u64 {
 }
 fn default_route_hold_down_ms() -> u64 {
     45_000
+}
+fn default_auth_failures_per_ip_per_min() -> u32 {
+    60
 }
 fn default_http_idle_timeout_ms() -> u64 {
     10_000

@@ -85,6 +85,9 @@ fn harness(links: Vec<AccountLink>, header_timeout_ms: u64) -> Harness {
             max_body: 40_000,
             header_timeout_ms,
             idle_timeout_ms: 120_000,
+            auth_throttle: std::sync::Arc::new(ilpd_engine::io::auth_throttle::AuthThrottle::new(
+                0,
+            )),
             write_buffer_limit: 1 << 20,
             callback_url: Some(format!("http://{addr}/ilp")),
             reconnect_initial_ms: 200,

@@ -3,7 +3,9 @@
 //! request cannot hold the endpoint, idle ILP-over-HTTP connections are
 //! closed after `http_idle_timeout_ms`, not minutes later, and when file
 //! descriptors run out a peer waiting in the backlog is still accepted once
-//! some are free (no new connection needed to wake the listener).
+//! some are free (no new connection needed to wake the listener), and an
+//! address that keeps failing auth is throttled while established peers
+//! keep working.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -161,4 +163,82 @@ incoming_token = "alice-token"
     );
     assert!(err.contains("Too many open files"), "{err}");
     assert!(took < Duration::from_secs(5), "served after {took:?}");
+}
+
+#[test]
+fn failed_auth_is_throttled_per_address_and_established_peers_keep_working() {
+    let p = free_ports(3);
+    let listen = addr(p[0]);
+    let cfg = format!(
+        r#"
+[node]
+address = "test.ilpd"
+threads = 1
+pin_cores = false
+listen = "127.0.0.1:{}"
+metrics_addr = "127.0.0.1:{}"
+http_listen = "127.0.0.1:{}"
+log_level = "warn"
+durability = "none"
+auth_failures_per_ip_per_min = 60
+
+[[accounts]]
+id = "alice"
+relation = "child"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "alice-token"
+"#,
+        p[0], p[1], p[2]
+    );
+    let _node = ilpd::start(&cfg, listen, "ilpd");
+    let mut alice = bc::BtpClient::connect_auth(listen, Some("alice"), "alice-token").unwrap();
+    // Guess for 2 s as fast as possible, over BTP and HTTP in turn (one
+    // throttle for both listeners).
+    let http_guess = || {
+        let mut h = TcpStream::connect(addr(p[2])).unwrap();
+        let _ = h.write_all(
+            b"POST /ilp HTTP/1.1\r\nAuthorization: Bearer guess\r\nContent-Length: 0\r\n\r\n",
+        );
+        h.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut answer = Vec::new();
+        let _ = h.read_to_end(&mut answer);
+        answer
+    };
+    let (mut answered, mut btp_refused, mut http_refused) = (0, 0, 0);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        match bc::BtpClient::connect_auth(listen, Some("alice"), "guess") {
+            Ok(_) => panic!("a wrong token was accepted"),
+            Err(e) if e.starts_with("auth answered") => answered += 1,
+            Err(_) => btp_refused += 1,
+        }
+        let a = http_guess();
+        if a.is_empty() {
+            http_refused += 1;
+        } else {
+            assert!(
+                a.starts_with(b"HTTP/1.1 401"),
+                "{}",
+                String::from_utf8_lossy(&a)
+            );
+            answered += 1;
+        }
+    }
+    // A burst of 10, then one a second.
+    assert!(answered <= 15, "{answered} guesses were answered in 2 s");
+    assert!(
+        btp_refused > 0 && http_refused > 0,
+        "{btp_refused} {http_refused}"
+    );
+    let refused = btp_refused + http_refused;
+    // The established peer is untouched.
+    let req = ilpd_codec::peer::balance::request_prepare(ilpd_codec::types::Expiry(
+        bc::unix_ms() + 5_000,
+    ));
+    let id = alice.send_prepare(&req).unwrap();
+    let r = alice.read_btp(Duration::from_secs(5)).unwrap();
+    assert_eq!(r.request_id, id);
+    let throttled = bc::scrape(addr(p[1]), "ilpd_io_auth_throttled_total", "").unwrap();
+    assert!(throttled >= refused as f64, "{throttled} < {refused}");
 }

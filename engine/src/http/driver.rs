@@ -11,6 +11,7 @@
 //! id says which worker, see [`ReqId::ours`]).
 
 use crate::io::accept_backoff::AcceptBackoff;
+use crate::io::auth_throttle::AuthThrottle;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -117,6 +118,8 @@ pub struct DriverConfig {
     /// A server connection with nothing outstanding and silent this long
     /// is closed (`node.http_idle_timeout_ms`).
     pub idle_timeout_ms: u64,
+    /// Failed auth per source IP, shared with the BTP listeners.
+    pub auth_throttle: Arc<AuthThrottle>,
     pub write_buffer_limit: usize,
     /// `Callback-Url` we send on `http-async` links.
     pub callback_url: Option<String>,
@@ -158,6 +161,8 @@ pub struct Counters {
     pub duplicates: u64,
     pub retries: u64,
     pub connect_failures: u64,
+    /// Connections closed at accept: their address failed auth too often.
+    pub throttled: u64,
 }
 
 struct Shim<'a> {
@@ -536,6 +541,10 @@ impl HttpDriver {
                 return;
             };
             match l.accept() {
+                Ok((stream, peer)) if self.cfg.auth_throttle.blocked(peer.ip(), now.unix_ms) => {
+                    drop(stream);
+                    self.counters.throttled += 1;
+                }
                 Ok((stream, peer)) => {
                     self.set_socket_options(&stream);
                     let conn = HConn {
@@ -666,6 +675,11 @@ impl HttpDriver {
                 Next::Closing => {
                     if wrote {
                         self.counters.refused += 1;
+                    }
+                    if sc.take_auth_failed() {
+                        if let Ok(peer) = c.stream.peer_addr() {
+                            self.cfg.auth_throttle.failed(peer.ip(), now.unix_ms);
+                        }
                     }
                     self.mark_dirty(slot);
                     if should_close && eof {

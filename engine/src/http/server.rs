@@ -108,6 +108,8 @@ pub struct ServerConn {
     closing: bool,
     /// `100 Continue` already sent for the request being received.
     continued: bool,
+    /// The connection is closing because a request failed auth (401).
+    auth_failed: bool,
     pub max_body: usize,
     pub max_pipeline: usize,
 }
@@ -120,6 +122,7 @@ impl ServerConn {
             next_seq: 0,
             closing: false,
             continued: false,
+            auth_failed: false,
             max_body,
             max_pipeline: DEFAULT_MAX_PIPELINE,
         }
@@ -143,6 +146,11 @@ impl ServerConn {
 
     /// Stop reading requests (shutdown, timeout); pending answers still go
     /// out.
+    /// Whether the connection closes because of a failed auth (once).
+    pub fn take_auth_failed(&mut self) -> bool {
+        std::mem::take(&mut self.auth_failed)
+    }
+
     pub fn close_after_pending(&mut self) {
         self.closing = true;
     }
@@ -173,6 +181,7 @@ impl ServerConn {
                     return Next::Blocked;
                 }
                 Parsed::Fatal(status, text) => {
+                    self.auth_failed |= status == 401;
                     self.push_ready(status, Body::Text(text), true, wbuf);
                     return Next::Closing;
                 }

@@ -3,6 +3,7 @@
 //! - [`worker`]: one event loop per core (accept, read, core, write).
 //! - [`conn`]: one connection's socket, buffers and handshake state.
 //! - [`accept_backoff`]: retrying `accept` after EMFILE and friends.
+//! - [`auth_throttle`]: failed-auth throttling per source IP.
 //! - [`client`]: client-side BTP accounts (dial, back-off).
 //! - [`handoff`]: bounded cross-worker queues plus mio wakers.
 //! - [`journal`]: a worker's durable-ledger duties per loop turn.
@@ -12,6 +13,7 @@
 //! finished.
 
 pub mod accept_backoff;
+pub mod auth_throttle;
 pub mod client;
 pub mod conn;
 pub mod handoff;
@@ -34,6 +36,7 @@ use crate::core::{AccountId, Shared};
 use crate::http::driver::{AccountLink, DriverConfig, HttpDriver};
 use crate::http::idempotency::IdempotencyCache;
 use crate::ledger::Ledger;
+use auth_throttle::AuthThrottle;
 use client::WsUrl;
 use conn::CloseReason;
 use handoff::Peers;
@@ -80,10 +83,14 @@ pub struct IoShared {
     /// Which workers have noticed the shutdown.
     pub drain_seen: Vec<AtomicBool>,
     pub metrics: Vec<CachePadded<WorkerMetrics>>,
+    /// Failed auth per source IP, for every listener (BTP and HTTP).
+    pub auth_throttle: Arc<AuthThrottle>,
+    /// Connections closed at accept because their address was throttled.
+    pub auth_throttled: AtomicU64,
 }
 
 impl IoShared {
-    pub fn new(workers: usize, accounts: usize) -> IoShared {
+    pub fn new(workers: usize, accounts: usize, auth_failures_per_min: u32) -> IoShared {
         IoShared {
             workers,
             conn_counts: (0..workers * accounts.max(1))
@@ -97,6 +104,8 @@ impl IoShared {
             metrics: (0..workers)
                 .map(|_| CachePadded::new(WorkerMetrics::default()))
                 .collect(),
+            auth_throttle: Arc::new(AuthThrottle::new(auth_failures_per_min)),
+            auth_throttled: AtomicU64::new(0),
         }
     }
 
@@ -148,6 +157,12 @@ impl IoShared {
             "ilpd_io_auth_failures_total",
             "BTP auth refused (either side).",
             sum(&|m| m.auth_failures.load(Ordering::Relaxed)),
+        );
+        counter(
+            &mut s,
+            "ilpd_io_auth_throttled_total",
+            "Connections closed at accept: their address failed auth too often (BTP and HTTP).",
+            self.auth_throttled.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             s,
@@ -262,7 +277,11 @@ impl Node {
                 if ledger.is_some() { "no" } else { "an open" }
             ));
         }
-        let io = Arc::new(IoShared::new(workers, shared.account_count()));
+        let io = Arc::new(IoShared::new(
+            workers,
+            shared.account_count(),
+            cfg.node.auth_failures_per_ip_per_min,
+        ));
         let knobs = Knobs::from_config(cfg);
 
         let metrics_addr = match cfg.node.metrics_addr {
@@ -315,6 +334,7 @@ impl Node {
             max_body: cfg.node.http_max_body,
             header_timeout_ms: cfg.node.handshake_timeout_ms,
             idle_timeout_ms: cfg.node.http_idle_timeout_ms,
+            auth_throttle: io.auth_throttle.clone(),
             write_buffer_limit: cfg.node.write_buffer_limit,
             callback_url: cfg
                 .node

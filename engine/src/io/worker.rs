@@ -414,6 +414,11 @@ impl Worker {
     fn publish_stats(&mut self) {
         let mut s = std::mem::take(&mut self.stats);
         let hc = std::mem::take(&mut self.http.counters);
+        if hc.throttled > 0 {
+            self.io
+                .auth_throttled
+                .fetch_add(hc.throttled, Ordering::Relaxed);
+        }
         s.bytes_in += hc.bytes_in;
         s.bytes_out += hc.bytes_out;
         let h = &self.io.metrics[self.id].http;
@@ -486,6 +491,11 @@ impl Worker {
                 return;
             };
             match listener.accept() {
+                Ok((stream, peer)) if self.io.auth_throttle.blocked(peer.ip(), now.unix_ms) => {
+                    // Too many failed auths from there (auth_throttle.rs).
+                    drop(stream);
+                    self.io.auth_throttled.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok((stream, peer)) => {
                     self.set_socket_options(&stream);
                     let deadline = now.unix_ms + self.knobs.handshake_timeout_ms;
@@ -1170,6 +1180,9 @@ impl Worker {
                     b"invalid auth",
                     now.unix_ms,
                 );
+                if let Ok(peer) = c.stream.peer_addr() {
+                    self.io.auth_throttle.failed(peer.ip(), now.unix_ms);
+                }
                 self.io.metrics[self.id]
                     .auth_failures
                     .fetch_add(1, Ordering::Relaxed);
