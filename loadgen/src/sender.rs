@@ -912,8 +912,17 @@ mod tests {
         out
     }
 
-    #[test]
-    fn replies_read_before_a_reset_count_and_the_rest_is_recorded_in_flight() {
+    /// A sender with a tracking table and a socket peer, after it sent 8
+    /// Prepares (read back as (request id, seq)).
+    #[allow(clippy::type_complexity)]
+    fn eight_sent() -> (
+        Arc<FulfillTrack>,
+        Sender,
+        std::net::TcpStream,
+        Clock,
+        u64,
+        Vec<(u32, u64)>,
+    ) {
         let track = Arc::new(FulfillTrack::new(1, 64));
         let (mut s, mut peer) = sender_with_peer(&track);
         let clock = Clock::new();
@@ -927,6 +936,12 @@ mod tests {
         s.generate(0, now, &clock, &timing, 0.0);
         s.flush(0, &clock);
         let prepares = read_prepares(&mut peer, 8);
+        (track, s, peer, clock, now, prepares)
+    }
+
+    #[test]
+    fn replies_read_before_a_reset_count_and_the_rest_is_recorded_in_flight() {
+        let (track, mut s, mut peer, clock, _, prepares) = eight_sent();
         assert_eq!(s.conns[0].ring.inflight, 8);
         // The "connector" answers three with their Fulfills, and its
         // receiver fulfilled two more whose Fulfills it never passes on;
@@ -972,19 +987,7 @@ mod tests {
 
     #[test]
     fn a_fulfilled_packet_that_times_out_is_unconfirmed() {
-        let track = Arc::new(FulfillTrack::new(1, 64));
-        let (mut s, mut peer) = sender_with_peer(&track);
-        let clock = Clock::new();
-        let now = clock.now_ns();
-        let timing = Timing {
-            start_ns: now,
-            warmup_end_ns: now,
-            end_ns: now + 10_000_000_000,
-            hard_stop_ns: now + 11_000_000_000,
-        };
-        s.generate(0, now, &clock, &timing, 0.0);
-        s.flush(0, &clock);
-        let prepares = read_prepares(&mut peer, 8);
+        let (track, mut s, _peer, _clock, now, prepares) = eight_sent();
         track.mark(prepares[2].1);
         // Past every deadline (expiry + grace): all eight time out.
         s.check_timeouts(0, now + 40_000_000_000);

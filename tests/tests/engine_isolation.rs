@@ -38,7 +38,6 @@ relation = "child"
 asset_code = "USD"
 asset_scale = 9
 incoming_token = "alice-token"
-link = "http"
 "#,
         p[0], p[1], p[2]
     )
@@ -113,26 +112,7 @@ fn idle_http_connections_are_closed_after_the_idle_timeout() {
 fn out_of_file_descriptors_a_waiting_peer_is_accepted_once_some_free_up() {
     let p = free_ports(3);
     let listen = addr(p[0]);
-    let cfg = format!(
-        r#"
-[node]
-address = "test.ilpd"
-threads = 1
-pin_cores = false
-listen = "127.0.0.1:{}"
-log_level = "info"
-durability = "none"
-handshake_timeout_ms = 800
-
-[[accounts]]
-id = "alice"
-relation = "child"
-asset_code = "USD"
-asset_scale = 9
-incoming_token = "alice-token"
-"#,
-        p[0]
-    );
+    let cfg = config(&p, "handshake_timeout_ms = 800");
     let file = ilpd_tests::temp_dir("cfg").join("ilpd.toml");
     std::fs::write(&file, cfg).unwrap();
     // A hard limit of 40 descriptors: ilpd cannot raise it.
@@ -169,28 +149,7 @@ incoming_token = "alice-token"
 fn failed_auth_is_throttled_per_address_and_established_peers_keep_working() {
     let p = free_ports(3);
     let listen = addr(p[0]);
-    let cfg = format!(
-        r#"
-[node]
-address = "test.ilpd"
-threads = 1
-pin_cores = false
-listen = "127.0.0.1:{}"
-metrics_addr = "127.0.0.1:{}"
-http_listen = "127.0.0.1:{}"
-log_level = "warn"
-durability = "none"
-auth_failures_per_ip_per_min = 60
-
-[[accounts]]
-id = "alice"
-relation = "child"
-asset_code = "USD"
-asset_scale = 9
-incoming_token = "alice-token"
-"#,
-        p[0], p[1], p[2]
-    );
+    let cfg = config(&p, "auth_failures_per_ip_per_min = 60");
     let _node = ilpd::start(&cfg, listen, "ilpd");
     let mut alice = bc::BtpClient::connect_auth(listen, Some("alice"), "alice-token").unwrap();
     // Guess for 2 s as fast as possible, over BTP and HTTP in turn (one
