@@ -72,6 +72,8 @@ fn ledger_tool() -> ExitCode {
         },
         LedgerCmd::Dump { data_dir } => match tool::dump(&data_dir, &mut out) {
             Ok(()) => ExitCode::SUCCESS,
+            // `ilpd ledger dump | head`: the reader had enough.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ilpd ledger dump: {e}");
                 ExitCode::from(EXIT_START)

@@ -120,15 +120,10 @@ pub fn dump(path: &Path, out: &mut dyn Write) -> io::Result<()> {
                                 for (i, (n, d)) in c.accounts.iter().enumerate() {
                                     writeln!(out, "  account index={i} id={n} delta={d}")?;
                                 }
-                                for fw in &c.open {
-                                    dump_forward(
-                                        out,
-                                        "open",
-                                        fw,
-                                        &c.accounts.iter().map(|a| a.0.clone()).collect::<Vec<_>>(),
-                                    )?;
-                                }
                                 names = c.accounts.into_iter().map(|a| a.0).collect();
+                                for fw in &c.open {
+                                    dump_forward(out, "open", fw, &names)?;
+                                }
                             }
                             Err(e) => writeln!(out, "  damaged checkpoint: {e}")?,
                         },
