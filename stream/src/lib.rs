@@ -18,10 +18,12 @@
 pub mod crypto;
 pub mod packet;
 pub mod receipt;
+pub mod receiver;
 pub mod rng;
 pub mod spsp;
 
 pub use crypto::ConnectionKeys;
 pub use packet::{Frame, Packet, PacketBuilder, StreamErrorCode};
+pub use receiver::{IncomingPrepare, Outcome, Receiver, ReceiverConfig};
 pub use rng::{OsRandom, RandomSource};
 pub use spsp::ServerSecret;
