@@ -543,37 +543,35 @@ fn decide(
             | Frame::StreamMaxData { stream_id, .. }
                 if !was_closed && !conn.has_stream(stream_id) =>
             {
-                {
-                    if stream_id % 2 == 0 {
-                        // RFC 29 "Opening New Streams": client streams are odd.
-                        close(
-                            reply,
-                            conn,
-                            StreamErrorCode::PROTOCOL_VIOLATION,
-                            b"even stream id",
-                        );
-                        refuse = true;
-                    } else if stream_id > cfg.max_stream_id {
-                        close(
-                            reply,
-                            conn,
-                            StreamErrorCode::STREAM_ID_ERROR,
-                            b"stream id over max",
-                        );
-                        refuse = true;
-                    } else {
-                        let at = conn.streams.partition_point(|s| s.0 < stream_id);
-                        conn.streams.insert(
-                            at,
-                            (
-                                stream_id,
-                                StreamState {
-                                    total_received: 0,
-                                    closed: false,
-                                },
-                            ),
-                        );
-                    }
+                if stream_id % 2 == 0 {
+                    // RFC 29 "Opening New Streams": client streams are odd.
+                    close(
+                        reply,
+                        conn,
+                        StreamErrorCode::PROTOCOL_VIOLATION,
+                        b"even stream id",
+                    );
+                    refuse = true;
+                } else if stream_id > cfg.max_stream_id {
+                    close(
+                        reply,
+                        conn,
+                        StreamErrorCode::STREAM_ID_ERROR,
+                        b"stream id over max",
+                    );
+                    refuse = true;
+                } else {
+                    let at = conn.streams.partition_point(|s| s.0 < stream_id);
+                    conn.streams.insert(
+                        at,
+                        (
+                            stream_id,
+                            StreamState {
+                                total_received: 0,
+                                closed: false,
+                            },
+                        ),
+                    );
                 }
             }
             _ => {}
