@@ -20,10 +20,12 @@ pub mod packet;
 pub mod receipt;
 pub mod receiver;
 pub mod rng;
+pub mod sender;
 pub mod spsp;
 
 pub use crypto::ConnectionKeys;
 pub use packet::{Frame, Packet, PacketBuilder, StreamErrorCode};
 pub use receiver::{IncomingPrepare, Outcome, Receiver, ReceiverConfig};
 pub use rng::{OsRandom, RandomSource};
+pub use sender::{OutgoingPrepare, SendError, SendStats, Sender, SenderConfig};
 pub use spsp::ServerSecret;

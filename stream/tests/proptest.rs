@@ -282,3 +282,33 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever comes back (garbage, truncated or mismatched replies),
+    /// the sender neither panics nor counts more than it sent.
+    #[test]
+    fn sender_never_panics_on_arbitrary_replies(
+        replies in prop::collection::vec((bytes(120), any::<u8>()), 1..40),
+    ) {
+        use ilpd_stream::{Sender, SenderConfig};
+        let mut s = Sender::new(SenderConfig::new("test.r.x", [2; 32], 5_000), Xorshift(5));
+        let mut now = 10u64;
+        let mut seqs = Vec::new();
+        for (reply, pick) in replies {
+            while let Some(p) = s.poll_prepare(now) {
+                seqs.push(p.sequence);
+            }
+            if let Some(&seq) = seqs.get(pick as usize % seqs.len().max(1)) {
+                s.handle_reply(now, seq, &reply);
+                let mut r = reply.clone();
+                r.insert(0, 13);
+                s.handle_reply(now, seq, &r);
+            }
+            now += 2000;
+            let st = s.stats();
+            prop_assert!(st.sent <= 5_000 + 1000);
+        }
+    }
+}
