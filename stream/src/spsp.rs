@@ -319,7 +319,9 @@ impl SpspResponse {
     }
 }
 
-/// The SPSP URL of a payment pointer (RFC 9 "Payment Pointers"):
+/// The SPSP URL of a payment pointer (RFC 26 "Payment Setup Protocol
+/// Receiver Endpoint Resolution"; no query or fragment, "Payment Pointer
+/// Syntax"):
 /// `$example.com` → `https://example.com/.well-known/pay`,
 /// `$example.com/bob` → `https://example.com/bob`. An `http://` or
 /// `https://` URL is returned unchanged, so callers can take either.
