@@ -489,12 +489,31 @@ fn decide(
     p: &IncomingPrepare<'_>,
     packet: &Packet<'_>,
 ) -> Result<Fulfillment, Refuse> {
+    let mut close_after = false;
+    let r = apply(cfg, reply, shares, conn, p, packet, &mut close_after);
+    if close_after {
+        // The sender closed (RFC 29 "Closing Connections"), whether or not
+        // this packet is fulfilled (ilp-protocol-stream closes with an
+        // unfulfillable one): acknowledge.
+        close(reply, conn, StreamErrorCode::NO_ERROR, b"");
+    }
+    r
+}
+
+fn apply(
+    cfg: &ReceiverConfig,
+    reply: &mut ReplyFrames,
+    shares: &mut Vec<(u64, u64, u64)>,
+    conn: &mut Connection,
+    p: &IncomingPrepare<'_>,
+    packet: &Packet<'_>,
+    close_after: &mut bool,
+) -> Result<Fulfillment, Refuse> {
     // Asset details on the connection's first packet (RFC 29 "Connection
     // Asset Details": SHOULD emit), and again after a new address.
     let mut tell_asset = !conn.told_asset;
     let was_closed = conn.closed;
     let mut refuse = false;
-    let mut close_after = false;
 
     // Control frames and stream opening.
     for f in packet.frames() {
@@ -524,7 +543,7 @@ fn decide(
                     conn.sender_asset = Some((source_asset_code.into(), source_asset_scale));
                 }
             },
-            Frame::ConnectionClose { .. } => close_after = true,
+            Frame::ConnectionClose { .. } => *close_after = true,
             Frame::StreamClose { stream_id, .. } => {
                 if let Some(s) = conn.stream(stream_id) {
                     if !s.closed {
@@ -736,10 +755,6 @@ fn decide(
                 });
             }
         }
-    }
-    if close_after {
-        // The sender closed (RFC 29 "Closing Connections"): acknowledge.
-        close(reply, conn, StreamErrorCode::NO_ERROR, b"");
     }
     Ok(fulfillment)
 }

@@ -465,6 +465,20 @@ fn sender_close_is_acknowledged_then_refused() {
         .any(|f| matches!(f, Frame::ConnectionClose { .. })));
     let s = c.send(&mut r, 5, 0, &[money(1, 1)]);
     assert_eq!(code(&s.outcome), Some(ErrorCode::F99_APPLICATION_ERROR));
+
+    // ilp-protocol-stream closes with an unfulfillable packet: still a close.
+    let mut c = Client::new(&details(&r, None));
+    assert_eq!(c.send(&mut r, 5, 0, &[money(1, 1)]).outcome.credited(), 5);
+    let data = c.data(0, &[close]);
+    let s = c.send_raw(&mut r, 0, &data, [9; 32]);
+    assert_eq!(code(&s.outcome), Some(ErrorCode::F99_APPLICATION_ERROR));
+    let plain = c.open(&s.reply);
+    assert!(Packet::decode(&plain)
+        .unwrap()
+        .frames()
+        .any(|f| matches!(f, Frame::ConnectionClose { .. })));
+    let s = c.send(&mut r, 5, 0, &[money(1, 1)]);
+    assert_eq!(code(&s.outcome), Some(ErrorCode::F99_APPLICATION_ERROR));
 }
 
 #[test]
