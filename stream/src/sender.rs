@@ -24,9 +24,11 @@
 //! - T04 Insufficient Liquidity: the packet amount becomes half the
 //!   rejected one; any T or R error backs off (10 ms doubling to 1 s) and
 //!   retries; fulfilled packets grow the amount again by an eighth.
-//! - F99 from the receiver: if less arrived than the minimum, the rate got
-//!   worse; a few in a row end the payment. A closed stream or connection
-//!   ends it too (what was delivered is kept).
+//! - F99 from the receiver: with `StreamMaxMoney`, the stream cannot take
+//!   that much; packets shrink to the room left, and a full stream ends
+//!   the payment. If less arrived than the minimum, the rate got worse; a
+//!   few in a row end the payment. A closed stream or connection ends it
+//!   too (what was delivered is kept).
 //! - More than 50 rejects in a row end the payment.
 //! - Any other F error ends the payment.
 
@@ -107,6 +109,8 @@ pub enum SendError {
     RateDropped,
     /// The receiver closed the stream or the connection.
     ClosedByReceiver,
+    /// The receiver's stream is full (its `StreamMaxMoney` leaves no room).
+    ReceiveMaxReached,
     /// A final error from the path or the receiver.
     Rejected(ErrorCode),
     /// Too many rejects in a row.
@@ -185,6 +189,8 @@ pub struct Sender<R: RandomSource> {
     told_address: bool,
     error: Option<SendError>,
     plain: Vec<u8>,
+    /// The last `StreamMaxMoney` (receiveMax, totalReceived) of a reply.
+    remote_max: Option<(u64, u64)>,
 }
 
 impl<R: RandomSource> Sender<R> {
@@ -211,6 +217,7 @@ impl<R: RandomSource> Sender<R> {
             told_address: false,
             error: None,
             plain: Vec::new(),
+            remote_max: None,
             cfg,
         }
     }
@@ -437,6 +444,13 @@ impl<R: RandomSource> Sender<R> {
                 }
                 Frame::ConnectionClose { .. } => closed = true,
                 Frame::StreamClose { stream_id, .. } if stream_id == STREAM_ID => closed = true,
+                Frame::StreamMaxMoney {
+                    stream_id,
+                    receive_max,
+                    total_received,
+                } if stream_id == STREAM_ID => {
+                    self.remote_max = Some((receive_max, total_received));
+                }
                 _ => {}
             }
         }
@@ -515,6 +529,7 @@ impl<R: RandomSource> Sender<R> {
             return self.finish(None);
         }
         let mut plain = std::mem::take(&mut self.plain);
+        self.remote_max = None;
         let reply = if code == ErrorCode::F99_APPLICATION_ERROR {
             self.reply_packet(&mut plain, data, sequence, PacketType::Reject)
         } else {
@@ -555,6 +570,20 @@ impl<R: RandomSource> Sender<R> {
         if code == ErrorCode::F99_APPLICATION_ERROR {
             if closed {
                 return self.fail(SendError::ClosedByReceiver);
+            }
+            if let (Some((max, total)), Kind::Money { .. }) = (self.remote_max, sent.kind) {
+                // Over the stream's receive max: size packets to the room
+                // left, converted to source units at the probed rate.
+                let room = max.saturating_sub(total);
+                if room == 0 {
+                    return self.fail(SendError::ReceiveMaxReached);
+                }
+                let (num, den) = self.stats.rate.unwrap_or((1, 1));
+                let src = (room as u128 * den as u128)
+                    .checked_div(num as u128)
+                    .unwrap_or(room as u128);
+                self.packet = self.packet.min(src.min(u64::MAX as u128) as u64).max(1);
+                return;
             }
             if let (Some(arrived), Kind::Money { min }) = (arrived, sent.kind) {
                 if arrived < min {

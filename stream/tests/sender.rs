@@ -185,3 +185,14 @@ fn zero_rate_is_refused() {
     let r = run(hop, |_| {}, |s| s.probe_amount = 10);
     assert_eq!(r.result, Err(SendError::RateTooLow));
 }
+
+#[test]
+fn receive_max_shrinks_packets_then_ends_the_payment() {
+    // One packet would be the whole 10,000; the stream takes 2,500 in all.
+    let r = run(Hop::plain(), |c| c.stream_receive_max = 2_500, |_| {});
+    assert_eq!(r.received, 2_500);
+    assert!(matches!(
+        r.result,
+        Err(SendError::ClosedByReceiver) | Err(SendError::ReceiveMaxReached)
+    ));
+}
