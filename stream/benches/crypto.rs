@@ -258,5 +258,55 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The whole receiver path for one Prepare of a known connection with this
+/// crate's choice: decrypt, parse, fulfillment, condition check, credit,
+/// reply frames, reply encryption.
+fn receiver(c: &mut Criterion) {
+    use ilpd_codec::{Expiry, PacketType};
+    use ilpd_stream::packet::{Frame, PacketBuilder};
+    use ilpd_stream::{
+        ConnectionKeys, IncomingPrepare, OsRandom, Receiver, ReceiverConfig, ServerSecret,
+    };
+
+    let mut rng = OsRandom::new();
+    let mut r = Receiver::new(
+        ReceiverConfig::new("test.ilpd.bob", "XYZ", 9),
+        ServerSecret::from_bytes(SECRET),
+    );
+    let d = r
+        .server_secret()
+        .generate_address_and_secret(&mut rng, "test.ilpd.bob", b"", None)
+        .expect("random");
+    let keys = ConnectionKeys::new(&d.shared_secret);
+    let frames = [Frame::StreamMoney {
+        stream_id: 1,
+        shares: 1,
+    }];
+    let plain = PacketBuilder {
+        packet_type: PacketType::Prepare,
+        sequence: 7,
+        prepare_amount: 900,
+        frames: &frames,
+    }
+    .to_vec();
+    let mut data = Vec::new();
+    keys.encrypt(&mut rng, &plain, &mut data).expect("random");
+    let cond = keys.condition(&data).0;
+    let p = IncomingPrepare {
+        destination: d.destination_account.as_bytes(),
+        amount: 1000,
+        expires_at: Expiry(u64::MAX),
+        execution_condition: &cond,
+        data: &data,
+    };
+    let mut reply = Vec::with_capacity(256);
+    assert_eq!(r.handle_prepare(1, &p, &mut reply).credited(), 1000);
+    let mut g = c.benchmark_group("stream_receiver");
+    g.bench_function("handle_prepare/known_connection", |b| {
+        b.iter(|| black_box(r.handle_prepare(1, black_box(&p), &mut reply)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, receiver);
 criterion_main!(benches);
