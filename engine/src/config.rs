@@ -188,6 +188,9 @@ pub enum Relation {
     Parent,
     Peer,
     Child,
+    /// Not a peer: ilpd itself receives STREAM payments for this account
+    /// (docs/stream.md "Receiving in ilpd"). No token, no link.
+    Receiver,
 }
 
 /// One peer account.
@@ -270,6 +273,14 @@ pub struct AccountConfig {
     /// yes, children no (a child's prefix is known locally).
     #[serde(default)]
     pub receive_routes: Option<bool>,
+    /// Receivers only: most one STREAM stream may receive (`StreamMaxMoney`);
+    /// default no limit.
+    #[serde(default)]
+    pub stream_receive_max: Option<u64>,
+    /// Receivers only: answer SPSP at `/.well-known/pay` (needed when there
+    /// is more than one receiver).
+    #[serde(default)]
+    pub spsp_default: bool,
 }
 
 /// A static route: destinations under `prefix` go to `account`.
@@ -422,6 +433,62 @@ impl Decimal {
 
 /// Shortest `incoming_token` accepted without a warning.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// A receiver account has no peer behind it (docs/stream.md "Receiving in
+/// ilpd"); the receiver-only keys are refused on other accounts.
+fn validate_receiver(
+    i: usize,
+    a: &AccountConfig,
+    spsp_default: &mut Option<usize>,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("accounts[{i}].{k}");
+    if a.relation != Relation::Receiver {
+        if a.stream_receive_max.is_some() {
+            return Err(ConfigError::new(
+                key("stream_receive_max"),
+                "only for relation = \"receiver\"",
+            ));
+        }
+        if a.spsp_default {
+            return Err(ConfigError::new(
+                key("spsp_default"),
+                "only for relation = \"receiver\"",
+            ));
+        }
+        return Ok(());
+    }
+    let peer_only = [
+        ("incoming_token", a.incoming_token.is_some()),
+        ("outgoing_token", a.outgoing_token.is_some()),
+        ("btp_url", a.btp_url.is_some()),
+        ("btp_username", a.btp_username.is_some()),
+        ("http_url", a.http_url.is_some()),
+        ("link", a.link != LinkKind::Btp),
+    ];
+    for (k, set) in peer_only {
+        if set {
+            return Err(ConfigError::new(
+                key(k),
+                "a receiver account has no peer (ilpd receives its payments itself): remove it",
+            ));
+        }
+    }
+    if a.stream_receive_max == Some(0) {
+        return Err(ConfigError::new(
+            key("stream_receive_max"),
+            "must be at least 1 (omit it for no limit)",
+        ));
+    }
+    if a.spsp_default {
+        if let Some(j) = spsp_default.replace(i) {
+            return Err(ConfigError::new(
+                key("spsp_default"),
+                format!("accounts[{j}] is the SPSP default already; only one may be"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 impl Config {
     /// What is legal but unsafe, one line each, for ilpd to log at start
@@ -587,9 +654,11 @@ impl Config {
             ));
         }
         let mut ids = std::collections::HashSet::new();
+        let mut spsp_default: Option<usize> = None;
         let mut tokens = std::collections::HashMap::new();
         for (i, a) in self.accounts.iter().enumerate() {
             let key = |k: &str| format!("accounts[{i}].{k}");
+            validate_receiver(i, a, &mut spsp_default)?;
             // Two accounts with one token: auth would silently pick the
             // first (issue 16 "Safe defaults").
             if let Some(t) = a.incoming_token.as_deref() {
@@ -707,7 +776,7 @@ impl Config {
                 return Err(ConfigError::new(key("http_url"), format!("needs an HTTP link (link = \"http\", \"http-async\", \"http-oer-sync\" or \"http-oer-async\"), not \"{}\"", a.link.label())));
             }
             match (&a.btp_url, &a.incoming_token) {
-                (None, None) if a.http_url.is_some() => {}
+                (None, None) if a.http_url.is_some() || a.relation == Relation::Receiver => {}
                 (None, None) => {
                     return Err(ConfigError::new(
                         key("incoming_token"),
@@ -734,7 +803,7 @@ impl Config {
                         format!("{addr:?} is not a valid ILP address: {e}"),
                     )
                 })?;
-            } else if a.relation == Relation::Child {
+            } else if matches!(a.relation, Relation::Child | Relation::Receiver) {
                 node_addr.with_suffix(&a.id).map_err(|e| {
                     ConfigError::new(
                         key("id"),
@@ -1017,5 +1086,39 @@ mod tests {
         for bad in ["", ".5", "1.", "-1", "1e3", "1.2.3", "0x10"] {
             assert!(Decimal::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn receiver_accounts_have_no_peer() {
+        let recv = |extra: &str| {
+            format!(
+                "{MIN}\n[[accounts]]\nid = \"shop\"\nrelation = \"receiver\"\nasset_code = \"USD\"\nasset_scale = 9\n{extra}"
+            )
+        };
+        Config::from_toml(&recv("stream_receive_max = 5\nspsp_default = true"))
+            .unwrap()
+            .validate()
+            .unwrap();
+        for (extra, key) in [
+            (
+                "incoming_token = \"shop-token-0123456789\"",
+                "accounts[1].incoming_token",
+            ),
+            (
+                "btp_url = \"ws://h:1/\"\noutgoing_token = \"t\"",
+                "accounts[1].outgoing_token",
+            ),
+            ("link = \"http\"", "accounts[1].link"),
+            ("stream_receive_max = 0", "accounts[1].stream_receive_max"),
+        ] {
+            assert_eq!(err(&recv(extra)).key, key, "{extra}");
+        }
+        let two = format!(
+            "{}\n[[accounts]]\nid = \"shop2\"\nrelation = \"receiver\"\nasset_code = \"USD\"\nasset_scale = 9\nspsp_default = true\n",
+            recv("spsp_default = true")
+        );
+        assert_eq!(err(&two).key, "accounts[2].spsp_default");
+        let on_child = MIN.replace("asset_scale = 9", "asset_scale = 9\nstream_receive_max = 1");
+        assert_eq!(err(&on_child).key, "accounts[0].stream_receive_max");
     }
 }

@@ -122,6 +122,9 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if let Err(code) = load_stream_secret(&cfg, &shared, ledger.is_some()) {
+        return code;
+    }
     // Register the handlers before the workers start so an early signal is
     // not lost.
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
@@ -221,6 +224,77 @@ fn open_ledger(cfg: &Config, shared: &Shared) -> Result<Option<Arc<Ledger>>, Exi
         "ledger open"
     );
     Ok(Some(Arc::new(ledger)))
+}
+
+/// The STREAM server secret of the receiver accounts (docs/stream.md
+/// "Receiving in ilpd"): 32 random bytes in `DIR/stream-secret`, made once
+/// (mode 0600, written to a temporary file, synced, renamed) and read at
+/// every start, so the SPSP details a receiver gave out stay valid across
+/// restarts. Without a data dir (`durability = "none"`) a random one lives
+/// as long as the process.
+fn load_stream_secret(cfg: &Config, shared: &Shared, has_dir: bool) -> Result<(), ExitCode> {
+    if !shared.has_receivers() {
+        return Ok(());
+    }
+    if !has_dir {
+        warn!("durability = \"none\": the receivers' STREAM secret is random for this process; SPSP details given out are void after a restart");
+        return Ok(());
+    }
+    let path = cfg.node.data_dir.join("stream-secret");
+    match read_or_create_secret(&path) {
+        Ok(secret) => {
+            shared.set_stream_secret(secret);
+            Ok(())
+        }
+        Err(e) => {
+            error!("{}: {e}", path.display());
+            eprintln!("ilpd: {}: {e}", path.display());
+            Err(ExitCode::from(EXIT_START))
+        }
+    }
+}
+
+fn read_or_create_secret(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            if f.metadata()?.permissions().mode() & 0o077 != 0 {
+                warn!(file = %path.display(), "the STREAM secret is readable by other users; chmod 600 it");
+            }
+            return buf.try_into().map_err(|b: Vec<u8>| {
+                std::io::Error::other(format!(
+                    "must hold exactly 32 bytes, has {}; restore it from a backup (or remove it: every SPSP address given out so far stops working)",
+                    b.len()
+                ))
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut secret = [0u8; 32];
+    ilpd_stream::RandomSource::fill(&mut ilpd_stream::OsRandom::new(), &mut secret)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tmp = path.with_extension("tmp");
+    // A leftover from a crash may have other permissions: start afresh.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&secret)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    info!(file = %path.display(), "created the STREAM server secret");
+    Ok(secret)
 }
 
 /// Every connection is a file descriptor: raise the soft limit to the

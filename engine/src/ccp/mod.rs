@@ -265,7 +265,8 @@ impl Ccp {
         let ranks = relations
             .iter()
             .map(|r| match r {
-                Relation::Child => 0,
+                // A receiver never connects, so never advertises.
+                Relation::Child | Relation::Receiver => 0,
                 Relation::Peer => 1,
                 Relation::Parent => 2,
             })

@@ -32,7 +32,7 @@ use crate::ccp::Kind as CcpKind;
 pub struct Core {
     pub(super) shared: Arc<Shared>,
     worker: usize,
-    pending: Pending,
+    pub(super) pending: Pending,
     routes: TableCache,
     verifier: BatchVerifier,
     /// Fulfills waiting for `flush`: the entry they answer and the packet.
@@ -45,7 +45,9 @@ pub struct Core {
     expired: Vec<(OutId, Entry)>,
     /// The durable ledger's records of this turn and the actions that wait
     /// for them (`journal.rs`); `None` with `durability = "none"`.
-    journal: Option<Journal>,
+    pub(super) journal: Option<Journal>,
+    /// The data of a receiver account's reply (`receiver.rs`), reused.
+    pub(super) reply_data: Vec<u8>,
 }
 
 impl Core {
@@ -66,6 +68,7 @@ impl Core {
             settle: Vec::new(),
             expired: Vec::new(),
             journal,
+            reply_data: Vec::new(),
         }
     }
 
@@ -206,9 +209,15 @@ impl Core {
             }
         };
         let next_idx = next.0 as usize;
+        // A receiver account never has a connection: it is answered here
+        // (`receiver.rs`), so only this branch asks whether it is one.
+        let mut receiver = None;
         if !shared.is_connected(next) {
-            let msg = format!("next hop {} is not connected", shared.configs[next_idx].id);
-            return self.reject(from, ErrorCode::T01_PEER_UNREACHABLE, &msg, &[], out);
+            receiver = shared.receivers.slot(next);
+            if receiver.is_none() {
+                let msg = format!("next hop {} is not connected", shared.configs[next_idx].id);
+                return self.reject(from, ErrorCode::T01_PEER_UNREACHABLE, &msg, &[], out);
+            }
         }
         let out_amount = match shared.rates.factor(from_idx, next_idx).convert(amount) {
             Ok(v) => v,
@@ -244,17 +253,24 @@ impl Core {
         // less than the window is left (ilp-connector route-builder).
         let (window, hold) = shared.expiry_knobs[next_idx];
         let in_expiry = p.expires_at().0;
-        let out_expiry = in_expiry
-            .saturating_sub(window)
-            .min(now.unix_ms.saturating_add(hold));
-        if out_expiry <= now.unix_ms || out_expiry - now.unix_ms < window {
-            let msg = format!(
-                "the Prepare expires too soon to forward: {} ms left, {} ms needed",
-                in_expiry.saturating_sub(now.unix_ms),
-                window.saturating_mul(2)
-            );
-            return self.reject(from, ErrorCode::R02_INSUFFICIENT_TIMEOUT, &msg, &[], out);
-        }
+        let out_expiry = if receiver.is_some() {
+            // A receiver answers at once: no hop needs the window, and the
+            // Prepare keeps its expiry (on_prepare checked it has not passed).
+            in_expiry
+        } else {
+            let out_expiry = in_expiry
+                .saturating_sub(window)
+                .min(now.unix_ms.saturating_add(hold));
+            if out_expiry <= now.unix_ms || out_expiry - now.unix_ms < window {
+                let msg = format!(
+                    "the Prepare expires too soon to forward: {} ms left, {} ms needed",
+                    in_expiry.saturating_sub(now.unix_ms),
+                    window.saturating_mul(2)
+                );
+                return self.reject(from, ErrorCode::R02_INSUFFICIENT_TIMEOUT, &msg, &[], out);
+            }
+            out_expiry
+        };
         if self.pending.is_full() {
             let msg = format!(
                 "connector busy: {} packets in flight on this worker",
@@ -328,6 +344,9 @@ impl Core {
             self.pending.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        if let Some(slot) = receiver {
+            return self.receive(now, slot, out_id, p, out);
+        }
         let action = Action::Forward {
             to: next,
             out_id,
@@ -798,7 +817,7 @@ fn settlement(list: &mut Vec<(u32, Settlement)>, account: u32) -> Option<&mut Se
 }
 
 /// Gives back both reservations of a packet that was not fulfilled.
-fn release(shared: &Shared, from: usize, in_amount: u64, next: usize, out_amount: u64) {
+pub(super) fn release(shared: &Shared, from: usize, in_amount: u64, next: usize, out_amount: u64) {
     if in_amount > 0 {
         if let Some(s) = shared.states.get(from) {
             s.release_incoming(in_amount);

@@ -95,6 +95,13 @@ impl Journal {
         self.held_forwards.push(action);
     }
 
+    /// A packet with money on it that was answered inside the node (a
+    /// receiver account): nothing leaves, so nothing is held.
+    pub fn local_forward(&mut self, f: &Forward) {
+        self.begin();
+        format::put_forward(&mut self.frame, f);
+    }
+
     /// A packet with money on it ended unpaid.
     pub fn unwound(&mut self, id: OutId) {
         self.begin();

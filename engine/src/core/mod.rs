@@ -22,16 +22,19 @@ mod metrics;
 mod peer;
 mod pending;
 mod rates;
+mod receiver;
 mod routing;
 
 pub use accounts::BalanceSnapshot;
 pub use forward::Core;
 pub use pending::{Entry as PendingEntry, MAX_SLOTS, WHEEL_SLOTS};
 pub use rates::{ConvertError, Factor};
+pub use receiver::SpspRefusal;
 
 use accounts::AccountState;
 use metrics::{AccountView, Metrics};
 use rates::RateTable;
+use receiver::Receivers;
 use routing::Router;
 
 pub use ilpd_codec::error_code::ErrorCode;
@@ -101,6 +104,9 @@ pub struct Shared {
     journaling: bool,
     /// Set once the durable ledger failed (docs/ledger.md).
     ledger: Arc<LedgerStatus>,
+    /// Receiver accounts: ilpd's own STREAM receivers (docs/stream.md
+    /// "Receiving in ilpd").
+    receivers: Receivers,
 }
 
 impl Shared {
@@ -137,9 +143,11 @@ impl Shared {
                     Address::new(s)
                         .map_err(|e| ConfigError::new(key("ilp_address"), format!("{s:?}: {e}")))?,
                 ),
-                (None, Relation::Child) => Some(node_address.with_suffix(&a.id).map_err(|e| {
-                    ConfigError::new(key("id"), format!("{}.{}: {e}", node.address, a.id))
-                })?),
+                (None, Relation::Child | Relation::Receiver) => {
+                    Some(node_address.with_suffix(&a.id).map_err(|e| {
+                        ConfigError::new(key("id"), format!("{}.{}: {e}", node.address, a.id))
+                    })?)
+                }
                 (None, _) => None,
             };
             if let Some(addr) = &addr {
@@ -178,6 +186,7 @@ impl Shared {
             }
         }
         let ccp = CcpHandle::from_config(cfg, &node_address, &addresses, &statics);
+        let receivers = Receivers::new(&cfg.accounts, &addresses, cfg.worker_count());
         Ok(Arc::new(Shared {
             node_address,
             configs: cfg.accounts.clone(),
@@ -198,12 +207,39 @@ impl Shared {
             ccp,
             journaling: node.durability != Durability::None,
             ledger: Arc::default(),
+            receivers,
         }))
     }
 
     /// Whether cores journal balance effects (durability is not "none").
     pub fn journaling(&self) -> bool {
         self.journaling
+    }
+
+    /// Whether any account is a receiver (docs/stream.md "Receiving in ilpd").
+    pub fn has_receivers(&self) -> bool {
+        !self.receivers.is_empty()
+    }
+
+    /// Sets the STREAM server secret the receivers derive connections from
+    /// (kept in the data dir so SPSP details survive a restart). Call it
+    /// before the workers start; false if a secret is in use already.
+    /// Without it, the first use makes a random one for this process.
+    pub fn set_stream_secret(&self, secret: [u8; 32]) -> bool {
+        self.receivers.set_secret(secret)
+    }
+
+    /// The SPSP response body (RFC 9) of receiver account `name`, or of
+    /// the default receiver (`None`: the only one, or the one with
+    /// `spsp_default`), with a fresh connection token; receipts (RFC 39)
+    /// when `receipt` is given.
+    pub fn spsp(
+        &self,
+        name: Option<&str>,
+        receipt: Option<&ilpd_stream::receipt::ReceiptParams>,
+    ) -> Result<String, SpspRefusal> {
+        self.receivers
+            .spsp(name, receipt, |id| self.configs[id.0 as usize].id.clone())
     }
 
     /// The durable ledger's state, shared with its writers and syncer.
@@ -272,6 +308,11 @@ impl Shared {
 
     /// The account's first connection is CCP's link up (docs/ccp.md).
     pub fn connection_opened(&self, id: AccountId) {
+        // A receiver has no peer: it must stay "not connected", which is how
+        // forwarding tells it apart at no cost (forward.rs).
+        if self.receivers.slot(id).is_some() {
+            return;
+        }
         if let Some(s) = self.states.get(id.0 as usize) {
             if s.connection_opened() {
                 // Time 0: the route control is due at the next CCP poll.
@@ -363,6 +404,8 @@ impl Shared {
             .collect();
         let mut text = self.metrics.render(&views);
         self.ccp.render_metrics(&mut text);
+        self.receivers
+            .render(&mut text, |id| self.configs[id.0 as usize].id.clone());
         text
     }
 

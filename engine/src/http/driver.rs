@@ -186,6 +186,9 @@ impl Accounts for Shim<'_> {
             .map(|a| a.link)
             .unwrap_or_default()
     }
+    fn spsp(&self) -> Option<&dyn super::Spsp> {
+        Some(self.shared)
+    }
 }
 
 /// A request we sent and wait for the response of.

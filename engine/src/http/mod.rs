@@ -109,6 +109,25 @@ pub trait Accounts {
     fn name(&self, id: AccountId) -> &str;
     /// The link the account speaks.
     fn link(&self, id: AccountId) -> LinkKind;
+    /// The node's SPSP receivers (RFC 9; docs/stream.md "Receiving in
+    /// ilpd"), if it has any.
+    fn spsp(&self) -> Option<&dyn Spsp> {
+        None
+    }
+}
+
+/// What the server asks about receiver accounts when answering SPSP
+/// (`core::Shared` implements it).
+pub trait Spsp {
+    /// Whether `name` is a receiver account (`None`: whether there is a
+    /// default receiver for `/.well-known/pay`).
+    fn receiver_exists(&self, name: Option<&str>) -> bool;
+    /// The SPSP response body with a fresh connection token.
+    fn spsp_response(
+        &self,
+        name: Option<&str>,
+        receipt: Option<&ilpd_stream::receipt::ReceiptParams>,
+    ) -> Result<String, crate::core::SpspRefusal>;
 }
 
 /// A parsed `http://host[:port][/path]` URL. TLS is left to a terminator in
@@ -299,6 +318,7 @@ pub fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
@@ -334,6 +354,33 @@ pub fn write_response_head<B: BufMut>(
     if status == 405 {
         out.put_slice(b"\r\nAllow: POST");
     }
+    end_head(out, close);
+}
+
+/// Writes the head of an SPSP answer (RFC 9 "Response"): the JSON body, a
+/// fresh connection token each time, so never cached; or a 405 on an SPSP
+/// path (`Allow: GET`).
+pub fn write_spsp_head<B: BufMut>(out: &mut B, status: u16, body_len: usize, close: bool) {
+    out.put_slice(b"HTTP/1.1 ");
+    put_decimal(out, status as u64);
+    out.put_u8(b' ');
+    out.put_slice(reason(status).as_bytes());
+    if status == 200 {
+        out.put_slice(b"\r\nContent-Type: ");
+        out.put_slice(ilpd_stream::spsp::CONTENT_TYPE.as_bytes());
+        out.put_slice(b"\r\nCache-Control: no-store");
+    } else {
+        out.put_slice(b"\r\nContent-Type: text/plain; charset=utf-8");
+    }
+    if status == 405 {
+        out.put_slice(b"\r\nAllow: GET");
+    }
+    out.put_slice(b"\r\nContent-Length: ");
+    put_decimal(out, body_len as u64);
+    end_head(out, close);
+}
+
+fn end_head<B: BufMut>(out: &mut B, close: bool) {
     if close {
         out.put_slice(b"\r\nConnection: close");
     }

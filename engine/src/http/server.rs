@@ -16,10 +16,10 @@ use bytes::{Bytes, BytesMut};
 use ilpd_codec::ilp::{Fulfill, Prepare, Reject};
 
 use super::{
-    has_token, parse_content_length, write_response_head, Accounts, HttpUrl, ReqId, MAX_HEAD,
-    MAX_HEADERS,
+    has_token, parse_content_length, write_response_head, write_spsp_head, Accounts, HttpUrl,
+    ReqId, Spsp, MAX_HEAD, MAX_HEADERS,
 };
-use crate::core::AccountId;
+use crate::core::{AccountId, SpspRefusal};
 
 /// Default bound on requests a connection may have waiting for answers;
 /// past it the worker stops reading that connection (back-pressure).
@@ -75,6 +75,10 @@ pub enum Body {
     /// A short text explaining an error.
     Text(&'static str),
     Empty,
+    /// An SPSP response body (RFC 9 "Response"), or on an SPSP path a
+    /// short text (a 405 there allows GET).
+    Spsp(String),
+    SpspText(&'static str),
 }
 
 impl Body {
@@ -82,8 +86,9 @@ impl Body {
         match self {
             Body::Packet(b) => (true, &b[..]),
             Body::Shared(b) => (true, &b[..]),
-            Body::Text(t) => (false, t.as_bytes()),
+            Body::Text(t) | Body::SpspText(t) => (false, t.as_bytes()),
             Body::Empty => (true, &[]),
+            Body::Spsp(j) => (false, j.as_bytes()),
         }
     }
 }
@@ -189,6 +194,10 @@ impl ServerConn {
                     self.continued = false;
                     self.push_ready(status, Body::Text(text), close, wbuf);
                 }
+                Parsed::Answered(status, body, close) => {
+                    self.continued = false;
+                    self.push_ready(status, body, close, wbuf);
+                }
                 Parsed::Ok(account, kind, body, close) => {
                     self.continued = false;
                     let seq = self.next_seq;
@@ -253,7 +262,11 @@ impl ServerConn {
             // The last response before closing says so.
             let close = close || (self.closing && self.queue.is_empty());
             let (octets, bytes) = body.parts();
-            write_response_head(wbuf, status, octets, bytes.len(), close);
+            if matches!(body, Body::Spsp(_) | Body::SpspText(_)) {
+                write_spsp_head(wbuf, status, bytes.len(), close);
+            } else {
+                write_response_head(wbuf, status, octets, bytes.len(), close);
+            }
             wbuf.extend_from_slice(bytes);
             if close {
                 self.closing = true;
@@ -294,6 +307,9 @@ impl ServerConn {
         let mut callback: Option<&[u8]> = None;
         let mut request_id: Option<&[u8]> = None;
         let mut expect_continue = false;
+        let mut accept: Option<&[u8]> = None;
+        let mut receipt_nonce: Option<&[u8]> = None;
+        let mut receipt_secret: Option<&[u8]> = None;
         for h in req.headers.iter() {
             let n = h.name;
             let v = h.value;
@@ -326,6 +342,12 @@ impl ServerConn {
                 request_id = Some(v.trim_ascii());
             } else if n.eq_ignore_ascii_case("expect") {
                 expect_continue = has_token(v, "100-continue");
+            } else if n.eq_ignore_ascii_case("accept") {
+                accept = Some(v);
+            } else if n.eq_ignore_ascii_case("receipt-nonce") {
+                receipt_nonce = Some(v.trim_ascii());
+            } else if n.eq_ignore_ascii_case("receipt-secret") {
+                receipt_secret = Some(v.trim_ascii());
             }
         }
         // Framing first: without a trustworthy length the connection cannot
@@ -360,6 +382,21 @@ impl ServerConn {
         // and the connection stays usable.
         let path = req.path.unwrap_or("");
         let refuse = |status, text| Parsed::Refused(status, text, close);
+        // SPSP (RFC 9): GET needs no token; the answer is built here.
+        if let Some(target) = spsp_path(path) {
+            let spsp = accounts.spsp();
+            if req.method == Some("GET") {
+                let (status, body) =
+                    spsp_answer(spsp, target, accept, receipt_nonce, receipt_secret);
+                let _ = rbuf.split_to(head_len + body_len);
+                return Parsed::Answered(status, body, close);
+            }
+            if !is_post || spsp.is_some_and(|s| s.receiver_exists(target)) {
+                let _ = rbuf.split_to(head_len + body_len);
+                let text = "an SPSP endpoint: only GET is served\n";
+                return Parsed::Answered(405, Body::SpspText(text), close);
+            }
+        }
         if !is_post {
             let _ = rbuf.split_to(head_len + body_len);
             return refuse(405, "only POST is served\n");
@@ -485,7 +522,105 @@ enum Parsed {
     Fatal(u16, &'static str),
     /// Answer and go on (unless the request asked to close).
     Refused(u16, &'static str, bool),
+    /// Answered here with this body (SPSP), and go on.
+    Answered(u16, Body, bool),
     Ok(AccountId, Kind, BytesMut, bool),
+}
+
+/// Whether `path` is an SPSP endpoint (RFC 9, RFC 26 "Payment Setup
+/// Protocol Receiver Endpoint Resolution"): `Some(None)` for
+/// `/.well-known/pay` (the default receiver), `Some(Some(name))` for
+/// `/{name}`. The ILP paths (`/`, `/ilp`, `/ilp/…`, `/accounts/…`) are not.
+/// A query string is ignored.
+fn spsp_path(path: &str) -> Option<Option<&str>> {
+    let path = path.split('?').next().unwrap_or("");
+    if path == "/.well-known/pay" {
+        return Some(None);
+    }
+    let name = path.strip_prefix('/')?;
+    if name.is_empty() || name.contains('/') || name == "ilp" {
+        return None;
+    }
+    Some(Some(name))
+}
+
+/// The answer to an SPSP GET: 200 with the JSON, or 404 (no such
+/// receiver), 406 (`Accept` names no SPSP type), 400 (bad receipt
+/// headers), 503 (no random bytes).
+fn spsp_answer(
+    spsp: Option<&dyn Spsp>,
+    target: Option<&str>,
+    accept: Option<&[u8]>,
+    receipt_nonce: Option<&[u8]>,
+    receipt_secret: Option<&[u8]>,
+) -> (u16, Body) {
+    let Some(spsp) = spsp.filter(|s| s.receiver_exists(target)) else {
+        let text = match target {
+            None => "no default SPSP receiver here\n",
+            Some(_) => "no such SPSP receiver\n",
+        };
+        return (404, Body::SpspText(text));
+    };
+    if !accept.is_some_and(accepts_spsp) {
+        let text = "Accept must include application/spsp4+json\n";
+        return (406, Body::SpspText(text));
+    }
+    // RFC 39 "SPSP": both headers, base64, turn receipts on.
+    let receipt = match (receipt_nonce, receipt_secret) {
+        (None, None) => None,
+        (Some(n), Some(s)) => match (base64_exact::<16>(n), base64_exact::<32>(s)) {
+            (Some(nonce), Some(secret)) => {
+                Some(ilpd_stream::receipt::ReceiptParams { nonce, secret })
+            }
+            _ => {
+                let text =
+                    "Receipt-Nonce must be 16 bytes and Receipt-Secret 32 bytes, in base64\n";
+                return (400, Body::SpspText(text));
+            }
+        },
+        _ => {
+            let text = "Receipt-Nonce and Receipt-Secret must be sent together\n";
+            return (400, Body::SpspText(text));
+        }
+    };
+    match spsp.spsp_response(target, receipt.as_ref()) {
+        Ok(json) => (200, Body::Spsp(json)),
+        Err(SpspRefusal::NotFound) => (404, Body::SpspText("no such SPSP receiver\n")),
+        Err(SpspRefusal::Unavailable) => (
+            503,
+            Body::SpspText("cannot issue connection details now; try again\n"),
+        ),
+    }
+}
+
+/// `Accept` lists `application/spsp4+json` or `application/spsp+json`
+/// (RFC 9 "Query"), parameters and case ignored.
+fn accepts_spsp(v: &[u8]) -> bool {
+    v.split(|&b| b == b',').any(|t| {
+        let t = t.split(|&b| b == b';').next().unwrap_or(b"").trim_ascii();
+        t.eq_ignore_ascii_case(b"application/spsp4+json")
+            || t.eq_ignore_ascii_case(b"application/spsp+json")
+    })
+}
+
+/// Exactly `N` bytes in base64, standard or URL-safe, padded or not.
+fn base64_exact<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    use base64::{alphabet, Engine};
+    let cfg = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let v: Vec<u8> = v
+        .iter()
+        .map(|&b| match b {
+            b'-' => b'+',
+            b'_' => b'/',
+            b => b,
+        })
+        .collect();
+    let bytes = GeneralPurpose::new(&alphabet::STANDARD, cfg)
+        .decode(v)
+        .ok()?;
+    bytes.try_into().ok()
 }
 
 /// `application/octet-stream` (RFC 35) or `application/ilp+octet-stream`
@@ -900,6 +1035,142 @@ mod tests {
             conn.next(&mut rbuf, &Table, &mut w),
             Next::Request(_)
         ));
+    }
+
+    /// One receiver, `shop`, the default.
+    struct Shop;
+    impl Spsp for Shop {
+        fn receiver_exists(&self, name: Option<&str>) -> bool {
+            matches!(name, None | Some("shop"))
+        }
+        fn spsp_response(
+            &self,
+            _: Option<&str>,
+            receipt: Option<&ilpd_stream::receipt::ReceiptParams>,
+        ) -> Result<String, SpspRefusal> {
+            Ok(format!("{{\"receipts\":{}}}", receipt.is_some()))
+        }
+    }
+    struct WithShop;
+    impl Accounts for WithShop {
+        fn authenticate(&self, token: &[u8]) -> Option<AccountId> {
+            Table.authenticate(token)
+        }
+        fn name(&self, id: AccountId) -> &str {
+            ["alice", "bob"][id.0 as usize]
+        }
+        fn link(&self, _: AccountId) -> LinkKind {
+            LinkKind::Http
+        }
+        fn spsp(&self) -> Option<&dyn Spsp> {
+            Some(&Shop)
+        }
+    }
+
+    fn spsp_run(input: &str) -> (Vec<Request>, String) {
+        let mut conn = ServerConn::new(40_000);
+        let mut rbuf = BytesMut::from(input.as_bytes());
+        let mut wbuf = BytesMut::new();
+        let mut reqs = Vec::new();
+        while let Next::Request(r) = conn.next(&mut rbuf, &WithShop, &mut wbuf) {
+            reqs.push(r);
+        }
+        (reqs, String::from_utf8_lossy(&wbuf).into_owned())
+    }
+
+    #[test]
+    fn spsp_get_is_answered_without_a_token() {
+        const ACCEPT: &str = "Accept: application/spsp4+json, application/spsp+json\r\n";
+        for path in ["/.well-known/pay", "/shop", "/shop?x=1"] {
+            let (reqs, out) = spsp_run(&format!("GET {path} HTTP/1.1\r\n{ACCEPT}\r\n"));
+            assert!(reqs.is_empty());
+            assert_eq!(status_of(&out), [200], "{path}: {out}");
+            assert!(
+                out.contains("Content-Type: application/spsp4+json\r\n"),
+                "{out}"
+            );
+            assert!(out.contains("Cache-Control: no-store\r\n"), "{out}");
+            assert!(out.ends_with("{\"receipts\":false}"), "{out}");
+            assert!(!out.contains("Connection: close"));
+        }
+        let (_, out) = spsp_run("GET /shop HTTP/1.1\r\nAccept: Application/SPSP+json; q=1\r\n\r\n");
+        assert_eq!(status_of(&out), [200]);
+        // RFC 39 "SPSP": both receipt headers, base64.
+        let nonce = "AAAAAAAAAAAAAAAAAAAAAA==";
+        let secret = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let (_, out) = spsp_run(&format!(
+            "GET /shop HTTP/1.1\r\n{ACCEPT}Receipt-Nonce: {nonce}\r\nReceipt-Secret: {secret}\r\n\r\n"
+        ));
+        assert!(out.ends_with("{\"receipts\":true}"), "{out}");
+        for (extra, want) in [
+            (format!("Receipt-Nonce: {nonce}\r\n"), 400),
+            (
+                format!("Receipt-Nonce: {nonce}\r\nReceipt-Secret: AAAA\r\n"),
+                400,
+            ),
+            (
+                format!("Receipt-Nonce: !!\r\nReceipt-Secret: {secret}\r\n"),
+                400,
+            ),
+        ] {
+            let (_, out) = spsp_run(&format!("GET /shop HTTP/1.1\r\n{ACCEPT}{extra}\r\n"));
+            assert_eq!(status_of(&out), [want], "{extra}: {out}");
+        }
+        // Unknown name 404, wrong or missing Accept 406, other methods 405.
+        let cases = [
+            (format!("GET /nobody HTTP/1.1\r\n{ACCEPT}\r\n"), 404),
+            (
+                "GET /shop HTTP/1.1\r\nAccept: application/json\r\n\r\n".to_string(),
+                406,
+            ),
+            ("GET /shop HTTP/1.1\r\n\r\n".to_string(), 406),
+            ("DELETE /shop HTTP/1.1\r\n\r\n".to_string(), 405),
+            (
+                "POST /.well-known/pay HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_string(),
+                405,
+            ),
+            (
+                "POST /shop HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_string(),
+                405,
+            ),
+            // The ILP paths keep their answers.
+            ("GET /ilp HTTP/1.1\r\n\r\n".to_string(), 405),
+            (
+                "POST /nobody HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_string(),
+                404,
+            ),
+        ];
+        for (input, want) in cases {
+            let (reqs, out) = spsp_run(&input);
+            assert!(reqs.is_empty());
+            assert_eq!(status_of(&out), [want], "{input:?}: {out}");
+            if want == 405 && input.contains("shop") || input.contains("well-known") {
+                assert!(out.contains("Allow: GET\r\n"), "{out}");
+            }
+        }
+        // Pipelined with ILP requests, answers stay in order and the
+        // connection stays up.
+        let mut input = format!("GET /shop HTTP/1.1\r\n{ACCEPT}\r\n").into_bytes();
+        input.extend(post("/ilp", AUTH, &prepare()));
+        input.extend(format!("GET /.well-known/pay HTTP/1.1\r\n{ACCEPT}\r\n").into_bytes());
+        let mut conn = ServerConn::new(40_000);
+        let mut rbuf = BytesMut::from(&input[..]);
+        let mut w = BytesMut::new();
+        let mut reqs = Vec::new();
+        while let Next::Request(r) = conn.next(&mut rbuf, &WithShop, &mut w) {
+            reqs.push(r);
+        }
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(status_of(&String::from_utf8_lossy(&w)), [200]);
+        conn.respond(reqs[0].seq, 200, Body::Empty, &mut w);
+        assert_eq!(status_of(&String::from_utf8_lossy(&w)), [200, 200, 200]);
+        // Without receivers a GET of an SPSP path is 404.
+        let mut conn = ServerConn::new(40_000);
+        let (_, out, _) = run(
+            &mut conn,
+            format!("GET /.well-known/pay HTTP/1.1\r\n{ACCEPT}\r\n").as_bytes(),
+        );
+        assert_eq!(status_of(&out), [404]);
     }
 
     #[test]
