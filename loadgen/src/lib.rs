@@ -3,6 +3,8 @@
 //!
 //! - [`run::run`] drives a connector (or the generator itself, direct mode)
 //!   and returns merged [`stats`]; [`report`] prints and writes them.
+//! - [`stream::run`] makes real STREAM payments (ilpd-stream's sender) to an
+//!   SPSP receiver through a connector, many at once.
 //! - [`pay`] sends one-shot and chunked payments ([`chunked`] is the policy).
 //! - [`sender`] and [`receiver`] are the two halves of the Loopback Transport;
 //!   [`lt`] holds the rules they share.
@@ -18,7 +20,9 @@ pub mod receiver;
 pub mod report;
 pub mod run;
 pub mod sender;
+pub mod spsp;
 pub mod stats;
+pub mod stream;
 pub mod sweep;
 pub mod template;
 pub mod timer;

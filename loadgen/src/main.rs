@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ilpd_loadgen::run::{self, RunConfig, Target};
 use ilpd_loadgen::sender::Load;
 use ilpd_loadgen::url::LinkUrl;
-use ilpd_loadgen::{demo, pay, report, sweep};
+use ilpd_loadgen::{demo, pay, report, stream, sweep};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -42,6 +42,8 @@ enum Cmd {
     Sweep(SweepArgs),
     /// One-shot or chunked payment through a connector (or direct).
     Pay(PayArgs),
+    /// Real STREAM payments to an SPSP receiver through a connector, many at once.
+    Stream(StreamArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -274,6 +276,71 @@ struct PayArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("payee").required(true).args(["spsp", "destination"])))]
+struct StreamArgs {
+    /// Send link: btp+ws://user:token@host:port/path or http://token@host:port/path (repeatable).
+    #[arg(long, required = true, value_parser = parse_url)]
+    send: Vec<LinkUrl>,
+    /// Connections per send link.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    conns: u16,
+    /// SPSP receiver: an http(s):// URL or a $payment-pointer; every payment
+    /// asks it for its own STREAM connection.
+    #[arg(long, conflicts_with_all = ["destination", "secret"])]
+    spsp: Option<String>,
+    /// STREAM destination address (with --secret) instead of --spsp: one
+    /// connection, so one payment.
+    #[arg(long, requires = "secret")]
+    destination: Option<String>,
+    /// STREAM shared secret, base64 (32 bytes), with --destination.
+    #[arg(long, requires = "destination")]
+    secret: Option<String>,
+    /// Source units per payment.
+    #[arg(long)]
+    amount: u64,
+    /// Payments to make [default: 1, or as many as fit in --duration].
+    #[arg(long)]
+    payments: Option<u64>,
+    /// Payments in progress at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    concurrency: u32,
+    /// Start no payment after this long (the run then waits up to --drain).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// How long payments in progress may still finish after --duration.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Prepares in flight per payment.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    packets_in_flight: u32,
+    /// Largest Prepare amount in source units [default: no limit; F08 still lowers it].
+    #[arg(long)]
+    max_packet_amount: Option<u64>,
+    /// Accept this much less than the probed exchange rate, in basis points.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    slippage_bp: u32,
+    /// Prepare expiry from the send time.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    expiry: Duration,
+    /// Our address, told to receivers in ConnectionNewAddress [default: IL-DCP
+    /// on the first BTP send link].
+    #[arg(long)]
+    source_address: Option<String>,
+    /// Threads that make SPSP queries (at most --concurrency).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    spsp_threads: u16,
+    /// Connect timeout for each link and each SPSP query.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Write every figure, the settings, machine and commit as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
 struct DemoArgs {
     /// The ilpd binary [default: next to this executable].
     #[arg(long)]
@@ -413,6 +480,105 @@ fn execute(cfg: &RunConfig, load: &LoadArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn stream_config(a: &StreamArgs) -> Result<stream::StreamConfig, String> {
+    use ilpd_loadgen::spsp::Payee;
+    let payee = match (&a.spsp, &a.destination, &a.secret) {
+        (Some(s), _, _) => Payee::spsp(s)?,
+        (None, Some(d), Some(k)) => Payee::direct(d, k)?,
+        _ => return Err("give --spsp URL, or --destination ADDR with --secret BASE64".into()),
+    };
+    if a.amount == 0 {
+        return Err("--amount must be more than 0".into());
+    }
+    if a.payments == Some(0) {
+        return Err("--payments must be at least 1".into());
+    }
+    if a.duration.is_some_and(|d| d.is_zero()) {
+        return Err("--duration must be more than 0".into());
+    }
+    let payments = match (a.payments, a.duration) {
+        (None, None) => Some(1),
+        (p, _) => p,
+    };
+    if matches!(payee, Payee::Direct(_)) && (payments != Some(1) || a.concurrency != 1) {
+        return Err(
+            "--destination/--secret name one STREAM connection, which carries one \
+                    payment: use --payments 1 --concurrency 1, or --spsp (every payment gets \
+                    its own connection)"
+                .into(),
+        );
+    }
+    let mut c = stream::StreamConfig::new(a.send.clone(), payee, a.amount);
+    c.conns = a.conns as usize;
+    c.payments = payments;
+    c.concurrency = a.concurrency as usize;
+    c.duration = a.duration;
+    c.drain = a.drain;
+    c.packets_in_flight = a.packets_in_flight as usize;
+    c.max_packet_amount = a.max_packet_amount.filter(|m| *m > 0);
+    c.slippage_bp = a.slippage_bp;
+    c.expiry = a.expiry;
+    c.spsp_threads = a.spsp_threads as usize;
+    c.connect_timeout = a.connect_timeout;
+    c.source_address = a.source_address.clone();
+    c.progress = !a.quiet;
+    Ok(c)
+}
+
+/// `ilp-loadgen stream`: runs, prints the table, writes the JSON.
+fn execute_stream(cfg: &stream::StreamConfig, json_path: Option<&std::path::Path>) -> ExitCode {
+    let write_json = |r: &stream::StreamResult| -> Result<(), String> {
+        match json_path {
+            Some(p) => {
+                let v = report::stream_to_json(cfg, r);
+                let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+                std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))
+            }
+            None => Ok(()),
+        }
+    };
+    let r = match stream::run(cfg, run::interrupted()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Err(e) = write_json(&stream::StreamResult::not_started(e)) {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", report::stream_table(cfg, &r));
+    if let Err(e) = write_json(&r) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    match &r.aborted {
+        Some(why) if why != "interrupted" => {
+            eprintln!("error: run aborted: {why}");
+            return ExitCode::from(3);
+        }
+        _ => {}
+    }
+    if r.failed > 0 {
+        let first = r
+            .failures
+            .0
+            .first()
+            .map(|(m, _)| m.as_str())
+            .unwrap_or("unknown");
+        eprintln!(
+            "error: {} of {} payments failed (first reason: {first})",
+            r.failed, r.started
+        );
+        return ExitCode::from(1);
+    }
+    if r.completed == 0 {
+        eprintln!("error: no payment was made");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
@@ -495,6 +661,10 @@ fn main() -> ExitCode {
             };
             pay::main(&cfg)
         }
+        Some(Cmd::Stream(a)) => match stream_config(&a) {
+            Ok(cfg) => execute_stream(&cfg, a.json.as_deref()),
+            Err(e) => usage_error(&e),
+        },
     }
 }
 

@@ -334,3 +334,232 @@ pub fn write_hdr_log(path: &std::path::Path, cfg: &RunConfig, r: &RunResult) -> 
     }
     std::fs::write(path, buf).map_err(|e| format!("{}: {e}", path.display()))
 }
+
+/// The settings of a STREAM run, as recorded in the JSON report.
+pub fn stream_settings(cfg: &crate::stream::StreamConfig) -> Value {
+    use crate::spsp::Payee;
+    let payee = match &cfg.payee {
+        Payee::Spsp { url } => json!({"kind": "spsp", "url": url}),
+        Payee::Direct(r) => json!({"kind": "direct", "destination": r.destination_account}),
+    };
+    json!({
+        "target": {
+            "kind": "stream",
+            "send": cfg.send.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+            "payee": payee,
+        },
+        "load": "payments",
+        "amount": cfg.amount,
+        "payments": cfg.payments,
+        "concurrency": cfg.concurrency,
+        "duration_s": cfg.duration.map(|d| d.as_secs_f64()),
+        "drain_s": cfg.drain.as_secs_f64(),
+        "connections_per_link": cfg.conns,
+        "packets_in_flight_per_payment": cfg.packets_in_flight,
+        "max_packet_amount": cfg.max_packet_amount,
+        "slippage_bp": cfg.slippage_bp,
+        "expiry_ms": cfg.expiry.as_millis() as u64,
+        "spsp_threads": cfg.spsp_threads,
+    })
+}
+
+/// Every figure of a STREAM run plus the settings, machine and commit
+/// (the same top-level conventions as [`to_json`]).
+pub fn stream_to_json(cfg: &crate::stream::StreamConfig, r: &crate::stream::StreamResult) -> Value {
+    let by_code: serde_json::Map<String, Value> = r
+        .packets
+        .rejected
+        .sorted()
+        .into_iter()
+        .map(|(c, n)| (c, json!(n)))
+        .collect();
+    let failures: Vec<Value> = r
+        .failures
+        .0
+        .iter()
+        .map(|(m, n)| json!({"reason": m, "count": n}))
+        .collect();
+    let errors: Vec<Value> = r
+        .errors
+        .0
+        .iter()
+        .map(|(m, n)| json!({"message": m, "count": n}))
+        .collect();
+    json!({
+        "tool": "ilp-loadgen",
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": COMMIT,
+        "machine": machine(),
+        "settings": stream_settings(cfg),
+        "mode": "stream",
+        "target": cfg.target_label(),
+        "receiver": {
+            "destination": r.destination,
+            "asset_code": r.receiver_asset.as_ref().map(|a| a.0.clone()),
+            "asset_scale": r.receiver_asset.as_ref().map(|a| a.1),
+            "probed_rate": r.rate.map(|(n, d)| json!({"destination": n, "source": d})),
+        },
+        "source_address": r.source_address,
+        "aborted": r.aborted,
+        "elapsed_seconds": r.elapsed_secs,
+        "payments": {
+            "started": r.started,
+            "completed": r.completed,
+            "failed": r.failed,
+            "failures": failures,
+        },
+        "amounts": {
+            "requested": r.amount_requested.to_string(),
+            "sent": r.amount_sent.to_string(),
+            "delivered": r.amount_delivered.to_string(),
+        },
+        "packets": {
+            "sent": r.packets.sent,
+            "fulfilled": r.packets.fulfilled,
+            "rejected": r.packets.rejected.total(),
+            "rejected_by_code": by_code,
+            "wrong_fulfillment": r.packets.wrong_fulfillment,
+            "timed_out": r.packets.timed_out,
+            "lost": r.packets.lost,
+            "transport_errors": r.packets.transport_errors,
+            "unmatched_replies": r.packets.unmatched,
+        },
+        "throughput": {
+            "payments_per_s": r.payments_per_s(),
+            "packets_per_s": r.packets_per_s(),
+            "fulfilled_packets_per_s": r.fulfilled_per_s(),
+        },
+        "latency_ns": {
+            "payment": pct_json(&Percentiles::of(&r.payment_hist)),
+            "spsp_query": pct_json(&Percentiles::of(&r.spsp_hist)),
+            "packet": pct_json(&Percentiles::of(&r.packet_hist)),
+        },
+        "latency_of": {
+            "payment": "completed payments, from the start of their SPSP query (or first Prepare) to the reply to their close",
+            "spsp_query": "each SPSP GET, connect to body read",
+            "packet": "every answered Prepare (probes, money, closes), from its write to its reply",
+        },
+        "errors": errors,
+    })
+}
+
+/// The human table of a STREAM run.
+pub fn stream_table(cfg: &crate::stream::StreamConfig, r: &crate::stream::StreamResult) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "ilp-loadgen {} (commit {COMMIT})",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(o, "  target        {}", cfg.target_label());
+    if let Some(d) = &r.destination {
+        let asset = r
+            .receiver_asset
+            .as_ref()
+            .map(|(c, s)| format!(", asset {c} scale {s}"))
+            .unwrap_or_default();
+        let rate = r
+            .rate
+            .map(|(n, d)| format!(", probed rate {n}/{d}"))
+            .unwrap_or_default();
+        let _ = writeln!(o, "  receiver      {d} (first payment){asset}{rate}");
+    }
+    if let Some(a) = &r.source_address {
+        let _ = writeln!(o, "  source        {a}");
+    }
+    let _ = writeln!(o, "  mode          stream: {}", cfg.load_label());
+    let _ = writeln!(o, "  elapsed       {:.2} s", r.elapsed_secs);
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  payments      {} started, {} completed, {} failed",
+        fmt_int(r.started as u128),
+        fmt_int(r.completed as u128),
+        fmt_int(r.failed as u128)
+    );
+    let _ = writeln!(
+        o,
+        "  amounts       requested {}, sent {}, delivered {} (receiver's counts)",
+        fmt_int(r.amount_requested),
+        fmt_int(r.amount_sent),
+        fmt_int(r.amount_delivered)
+    );
+    let p = &r.packets;
+    let _ = writeln!(o, "  packets sent  {:>14}", fmt_int(p.sent as u128));
+    let _ = writeln!(o, "  fulfilled     {:>14}", fmt_int(p.fulfilled as u128));
+    let _ = writeln!(
+        o,
+        "  rejected      {:>14}",
+        fmt_int(p.rejected.total() as u128)
+    );
+    for (code, n) in p.rejected.sorted() {
+        let _ = writeln!(o, "    {code}         {:>14}", fmt_int(n as u128));
+    }
+    for (label, n) in [
+        ("wrong fulfil.", p.wrong_fulfillment),
+        ("timed out    ", p.timed_out),
+        ("unanswered   ", p.lost),
+        ("link errors  ", p.transport_errors),
+        ("unmatched    ", p.unmatched),
+    ] {
+        if n > 0 {
+            let _ = writeln!(o, "  {label} {:>14}", fmt_int(n as u128));
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  throughput    {:.1} payments/s, {} packets answered ({} fulfilled)",
+        r.payments_per_s(),
+        fmt_rate(r.packets_per_s()),
+        fmt_rate(r.fulfilled_per_s())
+    );
+    let _ = writeln!(o);
+    for (label, h, what) in [
+        (
+            "per payment",
+            &r.payment_hist,
+            "completed payments, SPSP query start -> close answered",
+        ),
+        ("per SPSP GET", &r.spsp_hist, "each SPSP query"),
+        (
+            "per packet",
+            &r.packet_hist,
+            "every answered Prepare, write -> reply",
+        ),
+    ] {
+        let q = Percentiles::of(h);
+        if q.count == 0 {
+            continue;
+        }
+        let _ = writeln!(
+            o,
+            "  {label:<13} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({what}; {} samples)",
+            fmt_ns(q.p50),
+            fmt_ns(q.p90),
+            fmt_ns(q.p99),
+            fmt_ns(q.p99_9),
+            fmt_ns(q.max),
+            fmt_int(q.count as u128)
+        );
+    }
+    if let Some(why) = &r.aborted {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "  ABORTED       {why}");
+    }
+    if !r.failures.0.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "  failed payments");
+        for (m, n) in &r.failures.0 {
+            let _ = writeln!(o, "    {n:>8} x {m}");
+        }
+    }
+    if !r.errors.0.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "  errors");
+        for (m, n) in &r.errors.0 {
+            let _ = writeln!(o, "    {n:>8} x {m}");
+        }
+    }
+    o
+}

@@ -1,0 +1,388 @@
+//! `ilp-loadgen stream`: real STREAM payments through a real ilpd (BTP) to
+//! the pinned JavaScript `ilp-protocol-stream` server, which serves SPSP the
+//! way ilp-spsp-server does (a new connection per GET). The amount the
+//! receiver counts must equal what ilp-loadgen says was delivered, and
+//! ilpd's balances must agree. Also: a bad SPSP URL and a receiver that
+//! takes no money give clear errors and a non-zero exit.
+//!
+//! The SPSP server script is written by this test into a temp folder and
+//! run with tests/interop's modules (NODE_PATH), so tests/interop stays as
+//! it is.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ilpd_tests::btp_client::{http_get, scrape};
+use ilpd_tests::{
+    bin_path, free_ports, ilpd, interop_dir, json_lines, require_node, run_with_timeout, temp_dir,
+    Proc,
+};
+use serde_json::Value;
+
+/// An ilp-protocol-stream server behind a BTP client plugin, with an SPSP
+/// endpoint on 127.0.0.1 answering every GET with a fresh
+/// `generateAddressAndSecret()`. Prints `{"spsp": URL}` once listening,
+/// `{"received": total}` on money, and `{"final": true, "received",
+/// "connections"}` when stdin closes or on SIGTERM.
+const SPSP_SERVER_JS: &str = r#"'use strict'
+const http = require('http')
+const { createServer } = require('ilp-protocol-stream')
+const lib = require(process.env.ILPD_INTEROP_LIB)
+
+let total = 0n
+let connections = 0
+let spspQueries = 0
+function finish (code) {
+  lib.emit({ final: true, received: total.toString(), connections, spspQueries })
+  lib.exitAfterFlush(code)
+}
+
+async function main () {
+  const args = lib.parseArgs()
+  lib.installCrashHandlers()
+  lib.armTimeout(args, 300)
+  process.on('SIGTERM', () => finish(0))
+  process.on('SIGINT', () => finish(0))
+  const receiveMax = args['receive-max'] === undefined ? Infinity : Number(args['receive-max'])
+  const plugin = lib.makePlugin(args)
+  await lib.connectPlugin(plugin, args)
+  const server = await lib.withTimeout(createServer({ plugin }), 10000, 'STREAM server did not start (IL-DCP?)')
+  server.on('connection', (conn) => {
+    connections++
+    conn.on('stream', (stream) => {
+      stream.setReceiveMax(receiveMax)
+      stream.on('money', (amount) => {
+        total += BigInt(amount)
+        lib.emit({ received: total.toString() })
+      })
+    })
+    conn.on('error', (e) => process.stderr.write(`spsp-server: connection error: ${e.message}\n`))
+  })
+  const web = http.createServer((req, res) => {
+    spspQueries++
+    const { destinationAccount, sharedSecret } = server.generateAddressAndSecret()
+    const body = JSON.stringify({ destination_account: destinationAccount, shared_secret: sharedSecret.toString('base64') })
+    res.writeHead(200, { 'Content-Type': 'application/spsp4+json', 'Cache-Control': 'no-cache', 'Content-Length': Buffer.byteLength(body) })
+    res.end(body)
+  })
+  web.listen(0, '127.0.0.1', () => {
+    lib.emit({ spsp: `http://127.0.0.1:${web.address().port}/.well-known/pay` })
+  })
+  process.stdin.on('end', () => finish(0))
+  process.stdin.on('error', () => finish(0))
+  process.stdin.resume()
+}
+
+main().catch(lib.fail)
+"#;
+
+struct SpspServer {
+    proc: Proc,
+    url: String,
+}
+
+impl SpspServer {
+    fn start(btp_url: &str, receive_max: Option<u64>, label: &str) -> SpspServer {
+        let dir = temp_dir("spsp-server");
+        let script = dir.join("spsp-server.js");
+        std::fs::write(&script, SPSP_SERVER_JS).expect("write spsp-server.js");
+        let mut cmd = Command::new("node");
+        cmd.arg(&script)
+            .args(["--btp", btp_url])
+            .current_dir(interop_dir())
+            .env("NODE_PATH", interop_dir().join("node_modules"))
+            .env("ILPD_INTEROP_LIB", interop_dir().join("lib.js"));
+        if let Some(m) = receive_max {
+            cmd.args(["--receive-max", &m.to_string()]);
+        }
+        let mut proc = Proc::spawn(cmd, label);
+        let line = proc.wait_for_line(Duration::from_secs(30), |l| l.contains("\"spsp\""));
+        let url = line
+            .and_then(|l| serde_json::from_str::<Value>(&l).ok())
+            .and_then(|v| v["spsp"].as_str().map(str::to_string));
+        match url {
+            Some(url) => SpspServer { proc, url },
+            None => {
+                proc.dump();
+                panic!("[{label}] the SPSP server did not start");
+            }
+        }
+    }
+
+    /// Closes stdin; returns the final line (received total, connections).
+    fn finish(&mut self) -> Value {
+        self.proc.close_stdin();
+        let status = self.proc.wait_timeout(Duration::from_secs(10));
+        let fin = json_lines(&self.proc)
+            .into_iter()
+            .find(|v| v.get("final").is_some());
+        match (status, fin) {
+            (Some(s), Some(v)) if s.success() => v,
+            (s, _) => {
+                self.proc.dump();
+                panic!("the SPSP server did not finish cleanly: {s:?}");
+            }
+        }
+    }
+}
+
+const SEND_TOKEN: &str = "loadgen-stream-send-token";
+const RECV_TOKEN: &str = "stream-receiver-token-0123";
+
+/// ilpd with a sending child (`lgsend`) and the receiver's child account
+/// (`recv`, address test.ilpd.recv by IL-DCP). Returns it and its port.
+/// The metrics endpoint is on its own port.
+fn start_ilpd(label: &str) -> (Proc, u16, SocketAddr) {
+    let ports = free_ports(2);
+    let (port, mport) = (ports[0], ports[1]);
+    let config = format!(
+        r#"
+[node]
+address = "test.ilpd"
+listen = "127.0.0.1:{port}"
+metrics_addr = "127.0.0.1:{mport}"
+threads = 2
+pin_cores = false
+log_level = "warn"
+
+[[accounts]]
+id = "lgsend"
+relation = "child"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "{SEND_TOKEN}"
+max_balance = 9000000000000000000
+
+[[accounts]]
+id = "recv"
+relation = "child"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "{RECV_TOKEN}"
+min_balance = -9000000000000000000
+"#
+    );
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let metrics: SocketAddr = ([127, 0, 0, 1], mport).into();
+    (ilpd::start(&config, listen, label), port, metrics)
+}
+
+fn loadgen_stream(args: &[&str], label: &str) -> (std::process::ExitStatus, Proc, Value) {
+    let file: PathBuf = temp_dir("lg-stream").join("report.json");
+    let mut cmd = Command::new(bin_path("ilp-loadgen"));
+    cmd.arg("stream")
+        .args(args)
+        .arg("-q")
+        .arg("--json")
+        .arg(&file);
+    let (s, p) = run_with_timeout(cmd, label, Duration::from_secs(120));
+    let v = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    (s, p, v)
+}
+
+fn num(v: &Value) -> u64 {
+    match v {
+        Value::Number(n) => n.as_u64().unwrap_or(0),
+        Value::String(s) => s.parse().unwrap_or(0),
+        _ => panic!("not a number: {v}"),
+    }
+}
+
+#[test]
+fn stream_payments_through_ilpd_to_the_js_receiver_arrive_exactly() {
+    require_node();
+    let (ilpd, port, metrics) = start_ilpd("ilpd-stream");
+    let btp = format!("btp+ws://recv:{RECV_TOKEN}@127.0.0.1:{port}");
+    let mut receiver = SpspServer::start(&btp, None, "js-spsp-server");
+    let send = format!("btp+ws://lgsend:{SEND_TOKEN}@127.0.0.1:{port}/");
+    // 20 payments of 10,000, 4 at a time, in packets of at most 3,000 (so
+    // each payment is a probe, four money packets and a close).
+    let (s, p, v) = loadgen_stream(
+        &[
+            "--send",
+            &send,
+            "--spsp",
+            &receiver.url,
+            "--amount",
+            "10000",
+            "--payments",
+            "20",
+            "--concurrency",
+            "4",
+            "--max-packet-amount",
+            "3000",
+        ],
+        "lg-stream",
+    );
+    let out = p.stdout_text();
+    if !s.success() {
+        p.dump();
+    }
+    assert!(s.success(), "{s}\n{out}");
+    let fin = receiver.finish();
+
+    assert_eq!(v["tool"], "ilp-loadgen", "{v}");
+    assert_eq!(v["mode"], "stream", "{v}");
+    assert!(v["machine"]["cores"].as_u64().is_some(), "{v}");
+    assert_eq!(v["settings"]["concurrency"], 4, "{v}");
+    let pay = &v["payments"];
+    assert_eq!(num(&pay["started"]), 20, "{pay}");
+    assert_eq!(num(&pay["completed"]), 20, "{pay}");
+    assert_eq!(num(&pay["failed"]), 0, "{pay}");
+    let amounts = &v["amounts"];
+    assert_eq!(num(&amounts["requested"]), 200_000, "{amounts}");
+    assert_eq!(num(&amounts["sent"]), 200_000, "{amounts}");
+    // What the receiver counted is what ilp-loadgen says was delivered.
+    assert_eq!(num(&amounts["delivered"]), 200_000, "{amounts}");
+    assert_eq!(fin["received"], "200000", "{fin}");
+    // One STREAM connection (and one SPSP query) per payment.
+    assert_eq!(num(&fin["connections"]), 20, "{fin}");
+    assert_eq!(num(&fin["spspQueries"]), 20, "{fin}");
+    let pk = &v["packets"];
+    // Per payment: a probe (F99), 4 money packets, a close.
+    assert!(num(&pk["fulfilled"]) >= 20 * 4, "{pk}");
+    assert_eq!(num(&pk["rejected_by_code"]["F99"]), 20, "{pk}");
+    assert_eq!(num(&pk["timed_out"]) + num(&pk["lost"]), 0, "{pk}");
+    assert_eq!(num(&v["latency_ns"]["payment"]["count"]), 20, "{v}");
+    assert_eq!(num(&v["latency_ns"]["spsp_query"]["count"]), 20, "{v}");
+    assert_eq!(
+        num(&v["latency_ns"]["packet"]["count"]),
+        num(&pk["fulfilled"]) + num(&pk["rejected"]),
+        "{v}"
+    );
+    assert_eq!(v["receiver"]["asset_code"], "USD", "{v}");
+    assert!(v["receiver"]["destination"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("test.ilpd.recv.")));
+    assert!(out.contains("payments/s"), "{out}");
+    assert!(out.contains("delivered 200,000"), "{out}");
+
+    // ilpd's ledger agrees: the sender's account is owed what arrived, the
+    // receiver's account paid it out.
+    let sent_bal = scrape(metrics, "ilpd_account_balance", "account=\"lgsend\"");
+    let recv_bal = scrape(metrics, "ilpd_account_balance", "account=\"recv\"");
+    let (Some(a), Some(b)) = (sent_bal, recv_bal) else {
+        panic!("no ilpd_account_balance for lgsend/recv in /metrics");
+    };
+    assert_eq!(a.abs(), 200_000.0, "lgsend balance {a}");
+    assert_eq!(a, -b, "lgsend {a}, recv {b}");
+    drop(ilpd);
+}
+
+#[test]
+fn stream_with_a_bad_spsp_url_fails_clearly() {
+    let (_ilpd, port, _) = start_ilpd("ilpd-stream-bad-spsp");
+    let send = format!("btp+ws://lgsend:{SEND_TOKEN}@127.0.0.1:{port}/");
+    let nobody = free_ports(1)[0];
+    let url = format!("http://127.0.0.1:{nobody}/.well-known/pay");
+    let (s, p, v) = loadgen_stream(
+        &["--send", &send, "--spsp", &url, "--amount", "100"],
+        "lg-stream-bad-spsp",
+    );
+    let err = p.stderr_text();
+    assert_eq!(s.code(), Some(1), "{err}");
+    assert!(
+        err.contains("SPSP query") && err.contains(&url) && err.contains("refused"),
+        "{err}"
+    );
+    // The JSON still says why.
+    assert!(
+        v["aborted"].as_str().is_some_and(|a| a.contains("SPSP")),
+        "{v}"
+    );
+
+    // Bad flags: exit 2 with a message.
+    let mut cmd = Command::new(bin_path("ilp-loadgen"));
+    cmd.args([
+        "stream",
+        "--send",
+        &send,
+        "--spsp",
+        "example.com",
+        "--amount",
+        "1",
+    ]);
+    let (s, p) = run_with_timeout(cmd, "lg-stream-bad-flag", Duration::from_secs(20));
+    assert_eq!(s.code(), Some(2), "{}", p.stderr_text());
+    assert!(
+        p.stderr_text().contains("payment pointer"),
+        "{}",
+        p.stderr_text()
+    );
+}
+
+#[test]
+fn stream_to_a_receiver_that_takes_nothing_fails_clearly() {
+    require_node();
+    let (_ilpd, port, _) = start_ilpd("ilpd-stream-rejects");
+    let btp = format!("btp+ws://recv:{RECV_TOKEN}@127.0.0.1:{port}");
+    // Receive max 0: every money packet is refused (F99 StreamMaxMoney).
+    let mut receiver = SpspServer::start(&btp, Some(0), "js-spsp-server-max0");
+    let send = format!("btp+ws://lgsend:{SEND_TOKEN}@127.0.0.1:{port}/");
+    let (s, p, v) = loadgen_stream(
+        &[
+            "--send",
+            &send,
+            "--spsp",
+            &receiver.url,
+            "--amount",
+            "5000",
+            "--payments",
+            "3",
+            "--concurrency",
+            "3",
+        ],
+        "lg-stream-rejects",
+    );
+    let err = p.stderr_text();
+    assert_eq!(s.code(), Some(1), "{err}\n{}", p.stdout_text());
+    assert!(err.contains("3 of 3 payments failed"), "{err}");
+    assert!(err.contains("maximum"), "{err}");
+    assert_eq!(num(&v["payments"]["failed"]), 3, "{v}");
+    assert_eq!(num(&v["amounts"]["delivered"]), 0, "{v}");
+    assert!(num(&v["packets"]["rejected_by_code"]["F99"]) >= 3, "{v}");
+
+    // A wrong shared secret for a fresh connection: the receiver cannot
+    // read the packets, and says so with a final error.
+    let (status, body) = http_get(spsp_addr(&receiver.url), "/.well-known/pay").expect("SPSP GET");
+    assert_eq!(status, 200, "{body}");
+    let fresh: Value = serde_json::from_str(&body).expect("SPSP JSON");
+    let addr = fresh["destination_account"]
+        .as_str()
+        .expect("destination_account");
+    let (s, p, _) = loadgen_stream(
+        &[
+            "--send",
+            &send,
+            "--destination",
+            addr,
+            "--secret",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "--amount",
+            "100",
+        ],
+        "lg-stream-wrong-secret",
+    );
+    let err = p.stderr_text();
+    assert_eq!(s.code(), Some(1), "{err}\n{}", p.stdout_text());
+    assert!(err.contains("1 of 1 payments failed"), "{err}");
+    assert!(err.contains("rejected F"), "{err}");
+
+    let fin = receiver.finish();
+    assert_eq!(fin["received"], "0", "{fin}");
+}
+
+/// `127.0.0.1:port` of an `http://127.0.0.1:port/...` URL.
+fn spsp_addr(url: &str) -> SocketAddr {
+    let hostport = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    hostport.parse().expect("SPSP URL host:port")
+}
