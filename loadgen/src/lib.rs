@@ -14,6 +14,7 @@ pub mod clock;
 pub mod demo;
 pub mod frames;
 pub mod link;
+pub mod lsd;
 pub mod lt;
 pub mod pay;
 pub mod receiver;

@@ -193,8 +193,12 @@ struct TargetArgs {
     send: Vec<LinkUrl>,
     /// Receive link: btp+ws://user:token@host:port/path (a client of the connector),
     /// or http://[token@]127.0.0.1:port/ where we listen for the connector's POSTs.
-    #[arg(long, value_parser = parse_url)]
-    recv: LinkUrl,
+    #[arg(long, value_parser = parse_url, required_unless_present = "lsd")]
+    recv: Option<LinkUrl>,
+    /// Instead of --recv: a Loopback Server Definition (application/lsd+json,
+    /// {"loopback": "btp+ws://token@host:port/", "protocol": "BTP/2.0"}) as a file or URL.
+    #[arg(long, conflicts_with = "recv")]
+    lsd: Option<String>,
     /// Receive address (else IL-DCP on the BTP receive link).
     #[arg(long)]
     recv_address: Option<String>,
@@ -605,16 +609,27 @@ fn main() -> ExitCode {
             }
         }
         Some(Cmd::Run(a)) => {
+            let recv = match (&a.target.recv, &a.target.lsd) {
+                (Some(r), _) => r.clone(),
+                (None, Some(src)) => match ilpd_loadgen::lsd::load(src, a.load.connect_timeout) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(1);
+                    }
+                },
+                (None, None) => return usage_error("give --recv URL or --lsd FILE|URL"),
+            };
             let target = Target::Connector {
                 send: a.target.send.clone(),
-                recv: a.target.recv.clone(),
+                recv: recv.clone(),
                 recv_ildcp: a.target.recv_ildcp.clone(),
             };
             match run_config(&a.load, target) {
                 Ok(mut cfg) => {
                     cfg.recv_address = a.target.recv_address.clone();
-                    if !a.target.recv.token.is_empty() {
-                        cfg.recv_token = Some(a.target.recv.token.clone());
+                    if !recv.token.is_empty() {
+                        cfg.recv_token = Some(recv.token.clone());
                     }
                     execute(&cfg, &a.load)
                 }

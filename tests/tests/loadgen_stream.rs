@@ -386,3 +386,64 @@ fn spsp_addr(url: &str) -> SocketAddr {
         .unwrap_or_default();
     hostport.parse().expect("SPSP URL host:port")
 }
+
+/// Loopback Transport discovery (issue 15): `ilp-loadgen run --lsd FILE`
+/// takes its receive link from a Loopback Server Definition whose
+/// `btp+ws://token@host:port/` carries only the token.
+#[test]
+fn run_takes_its_receive_link_from_a_loopback_server_definition() {
+    let (_ilpd, port, _) = start_ilpd("ilpd-lsd");
+    let dir = temp_dir("lg-lsd");
+    let lsd = dir.join("loopback.lsd.json");
+    std::fs::write(
+        &lsd,
+        format!(
+            r#"{{"loopback": "btp+ws://{RECV_TOKEN}@127.0.0.1:{port}/", "protocol": "BTP/2.0"}}"#
+        ),
+    )
+    .expect("write LSD");
+    let send = format!("btp+ws://lgsend:{SEND_TOKEN}@127.0.0.1:{port}/");
+    let file = dir.join("report.json");
+    let mut cmd = Command::new(bin_path("ilp-loadgen"));
+    cmd.args(["run", "--send", &send, "--lsd"])
+        .arg(&lsd)
+        .args([
+            "--packets",
+            "2000",
+            "--duration",
+            "20s",
+            "--warmup",
+            "0s",
+            "--window",
+            "32",
+            "-q",
+            "--json",
+        ])
+        .arg(&file);
+    let (s, p) = run_with_timeout(cmd, "lg-lsd", Duration::from_secs(60));
+    if !s.success() {
+        p.dump();
+    }
+    assert!(s.success(), "{s}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("report"))
+        .expect("report JSON");
+    assert_eq!(v["receive_address"], "test.ilpd.recv", "{v}");
+    assert_eq!(num(&v["packets"]["fulfilled"]), 2000, "{}", v["packets"]);
+    assert_eq!(v["reconciliation"]["delta"], "0", "{}", v["reconciliation"]);
+
+    // An LSD that names another protocol is refused with a message.
+    std::fs::write(
+        &lsd,
+        r#"{"loopback": "http://127.0.0.1:1/", "protocol": "ILP-over-HTTP"}"#,
+    )
+    .expect("write LSD");
+    let mut cmd = Command::new(bin_path("ilp-loadgen"));
+    cmd.args(["run", "--send", &send, "--lsd"]).arg(&lsd);
+    let (s, p) = run_with_timeout(cmd, "lg-lsd-bad", Duration::from_secs(20));
+    assert_eq!(s.code(), Some(1), "{}", p.stderr_text());
+    assert!(
+        p.stderr_text().contains("--lsd") && p.stderr_text().contains("BTP/2.0"),
+        "{}",
+        p.stderr_text()
+    );
+}
