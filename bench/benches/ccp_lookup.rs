@@ -49,6 +49,7 @@ const N: usize = 100_000;
 
 const CFG: &str = r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "g.ilpd"
 durability = "none"
 threads = 1

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 const CFG: &str = r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 durability = "none"
 threads = 1

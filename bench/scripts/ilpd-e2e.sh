@@ -34,13 +34,13 @@ id = "send"
 relation = "child"
 asset_code = "USD"
 asset_scale = 9
-incoming_token = "send-token"
+incoming_token = "send-token-0123456789"
 [[accounts]]
 id = "recv"
 relation = "child"
 asset_code = "USD"
 asset_scale = 9
-incoming_token = "recv-token"
+incoming_token = "recv-token-0123456789"
 TOML
 
 run() { # name impl loadgen-args...
@@ -48,8 +48,8 @@ run() { # name impl loadgen-args...
   "$bin/ilpd" --config "$work/ilpd.toml" --sha256-impl "$impl" "${ilpd_pin[@]}" 2>>"$work/ilpd.log" &
   local pid=$!
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-  "$bin/ilp-loadgen" run -q --send "btp+ws://send:send-token@127.0.0.1:$port/" \
-    --recv "btp+ws://recv:recv-token@127.0.0.1:$port/" --duration "${secs}s" \
+  "$bin/ilp-loadgen" run -q --send "btp+ws://send:send-token-0123456789@127.0.0.1:$port/" \
+    --recv "btp+ws://recv:recv-token-0123456789@127.0.0.1:$port/" --duration "${secs}s" \
     --sha256-impl auto --json "$work/$name.json" "${lg_pin[@]}" "$@" >/dev/null
   kill -TERM $pid; wait $pid || true
   python3 - "$work/$name.json" "$name" >>"$work/results.tsv" <<'PY'

@@ -41,7 +41,7 @@ id = "loadgen-send"
 relation = "child"
 asset_code = "USD"
 asset_scale = 9
-incoming_token = "send-secret"
+incoming_token = "send-secret-0123456789"
 max_balance = 9000000000000000000
 
 [[accounts]]
@@ -49,7 +49,7 @@ id = "loadgen-recv"
 relation = "child"
 asset_code = "USD"
 asset_scale = 9
-incoming_token = "recv-secret"
+incoming_token = "recv-secret-0123456789"
 min_balance = -9000000000000000000
 """)
     log = open(os.path.join(tmp, "ilpd.log"), "w")
@@ -105,8 +105,8 @@ def main():
         port = free_port()
         proc = start_ilpd(ilpd, port, tmp)
         try:
-            send = f"btp+ws://loadgen-send:send-secret@127.0.0.1:{port}/"
-            recv = f"btp+ws://loadgen-recv:recv-secret@127.0.0.1:{port}/"
+            send = f"btp+ws://loadgen-send:send-secret-0123456789@127.0.0.1:{port}/"
+            recv = f"btp+ws://loadgen-recv:recv-secret-0123456789@127.0.0.1:{port}/"
             results["through ilpd (BTP)"] = sweep(
                 loadgen, rates(a.ilpd_rates), ["--send", send, "--recv", recv],
                 os.path.join(tmp, "ilpd.json"), a.step, a.p99, a.pin)

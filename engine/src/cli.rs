@@ -68,6 +68,26 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub auth_failures_per_ip_per_min: Option<u32>,
 
+    /// node.max_connections: accepted connections open at once (BTP and
+    /// HTTP, all workers); past it new ones are closed [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// node.max_connections_per_ip: accepted connections open at once from
+    /// one source IP [default: 512].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+
+    /// node.max_unauthenticated: accepted connections not yet authenticated
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_unauthenticated: Option<usize>,
+
+    /// node.max_unauthenticated_per_ip: accepted connections not yet
+    /// authenticated from one source IP [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_unauthenticated_per_ip: Option<u32>,
+
     /// node.allow_weak_tokens: accept two accounts with the same
     /// incoming_token, and tokens under 16 bytes without a warning (tests
     /// and demos only) [default: false].
@@ -275,6 +295,18 @@ impl Args {
         }
         if let Some(v) = self.auth_failures_per_ip_per_min {
             n.auth_failures_per_ip_per_min = v;
+        }
+        if let Some(v) = self.max_connections {
+            n.max_connections = v;
+        }
+        if let Some(v) = self.max_connections_per_ip {
+            n.max_connections_per_ip = v;
+        }
+        if let Some(v) = self.max_unauthenticated {
+            n.max_unauthenticated = v;
+        }
+        if let Some(v) = self.max_unauthenticated_per_ip {
+            n.max_unauthenticated_per_ip = v;
         }
         if let Some(v) = self.allow_weak_tokens {
             n.allow_weak_tokens = v;

@@ -140,6 +140,22 @@ pub struct NodeConfig {
     /// accept until it refills. 0 turns throttling off.
     #[serde(default = "default_auth_failures_per_ip_per_min")]
     pub auth_failures_per_ip_per_min: u32,
+    /// Accepted connections open at once, BTP and HTTP together, over every
+    /// worker; past it new ones are closed at accept. Our own dials are not
+    /// counted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Accepted connections open at once from one source IP.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: u32,
+    /// Accepted connections that have not authenticated yet (a BTP auth, or
+    /// an HTTP request with a valid token).
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    /// Accepted connections from one source IP that have not authenticated
+    /// yet: one address alone cannot fill `max_unauthenticated`.
+    #[serde(default = "default_max_unauthenticated_per_ip")]
+    pub max_unauthenticated_per_ip: u32,
     /// Accept two accounts with the same `incoming_token`, and tokens under
     /// 16 bytes without a warning (tests and demos only).
     #[serde(default)]
@@ -357,6 +373,18 @@ fn default_route_hold_down_ms() -> u64 {
 fn default_auth_failures_per_ip_per_min() -> u32 {
     60
 }
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_connections_per_ip() -> u32 {
+    512
+}
+fn default_max_unauthenticated() -> usize {
+    1_024
+}
+fn default_max_unauthenticated_per_ip() -> u32 {
+    64
+}
 fn default_http_idle_timeout_ms() -> u64 {
     10_000
 }
@@ -503,15 +531,6 @@ impl Config {
                     a.id
                 ));
             }
-            if let Some(t) = &a.incoming_token {
-                if t.len() < MIN_TOKEN_LEN && !node.allow_weak_tokens {
-                    w.push(format!(
-                        "accounts[{i}] ({}): incoming_token is {} bytes; use at least {MIN_TOKEN_LEN} random bytes",
-                        a.id,
-                        t.len()
-                    ));
-                }
-            }
         }
         if let Some(m) = node.metrics_addr {
             if !m.ip().is_loopback() {
@@ -601,6 +620,22 @@ impl Config {
                 "must be between 1 and 4294967295 (a CCP UInt32)",
             ));
         }
+        for (key, v) in [
+            ("node.max_connections", node.max_connections),
+            (
+                "node.max_connections_per_ip",
+                node.max_connections_per_ip as usize,
+            ),
+            ("node.max_unauthenticated", node.max_unauthenticated),
+            (
+                "node.max_unauthenticated_per_ip",
+                node.max_unauthenticated_per_ip as usize,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
         if node.http_idle_timeout_ms < 100 {
             return Err(ConfigError::new(
                 "node.http_idle_timeout_ms",
@@ -662,6 +697,18 @@ impl Config {
             // Two accounts with one token: auth would silently pick the
             // first (issue 16 "Safe defaults").
             if let Some(t) = a.incoming_token.as_deref() {
+                // A short token can be guessed (issue 16 "Safe defaults").
+                if t.len() < MIN_TOKEN_LEN && !node.allow_weak_tokens {
+                    return Err(ConfigError::new(
+                        key("incoming_token"),
+                        format!(
+                            "{} bytes is too short to resist guessing: use at least \
+                             {MIN_TOKEN_LEN} random bytes (or set node.allow_weak_tokens = true \
+                             for a test)",
+                            t.len()
+                        ),
+                    ));
+                }
                 if let Some(j) = tokens.insert(t, i) {
                     if !node.allow_weak_tokens {
                         return Err(ConfigError::new(
@@ -888,13 +935,13 @@ mod tests {
         relation = "child"
         asset_code = "USD"
         asset_scale = 9
-        incoming_token = "alice-token"
+        incoming_token = "alice-token-0123456789"
     "#;
 
     #[test]
     fn duplicate_tokens_are_refused_unless_allowed() {
         let two = format!(
-            "{MIN}\n[[accounts]]\nid = \"bob\"\nrelation = \"peer\"\nasset_code = \"USD\"\nasset_scale = 9\nincoming_token = \"alice-token\"\n"
+            "{MIN}\n[[accounts]]\nid = \"bob\"\nrelation = \"peer\"\nasset_code = \"USD\"\nasset_scale = 9\nincoming_token = \"alice-token-0123456789\"\n"
         );
         let e = err(&two);
         assert_eq!(e.key, "accounts[1].incoming_token");
@@ -911,6 +958,23 @@ mod tests {
     }
 
     #[test]
+    fn short_tokens_are_refused_unless_allowed() {
+        let short = MIN.replace("alice-token-0123456789", "alice-token");
+        let e = err(&short);
+        assert_eq!(e.key, "accounts[0].incoming_token");
+        assert!(e.problem.contains("11 bytes"), "{e}");
+        assert!(
+            !e.problem.contains("alice-token"),
+            "never shows the token: {e}"
+        );
+        let allowed = short.replace(
+            "address = \"test.ilpd\"",
+            "address = \"test.ilpd\"\nallow_weak_tokens = true",
+        );
+        Config::from_toml(&allowed).unwrap().validate().unwrap();
+    }
+
+    #[test]
     fn unsafe_but_legal_settings_are_warned_about() {
         let c = Config::from_toml(&MIN.replace(
             "address = \"test.ilpd\"",
@@ -918,12 +982,11 @@ mod tests {
         ))
         .unwrap();
         let w = c.warnings();
-        assert_eq!(w.len(), 3, "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("no max_balance"));
-        assert!(w[1].contains("11 bytes") && !w[1].contains("alice-token"));
-        assert!(w[2].contains("not a loopback"));
+        assert!(w[1].contains("not a loopback"));
         let safe = Config::from_toml(&MIN.replace(
-            "incoming_token = \"alice-token\"",
+            "incoming_token = \"alice-token-0123456789\"",
             "incoming_token = \"a-long-random-token-of-32-bytes!\"\nmax_balance = 1000",
         ))
         .unwrap();
@@ -959,7 +1022,7 @@ mod tests {
             "accounts[0].id"
         );
         assert_eq!(
-            err(&MIN.replace("incoming_token = \"alice-token\"", "")).key,
+            err(&MIN.replace("incoming_token = \"alice-token-0123456789\"", "")).key,
             "accounts[0].incoming_token"
         );
         let unknown = err(&MIN.replace("asset_scale = 9", "asset_scale = 9\ncolour = 1"));
@@ -1010,7 +1073,7 @@ mod tests {
     fn http_links_are_checked() {
         let http = |extra: &str| {
             format!(
-                "[node]\naddress = \"test.ilpd\"\nhttp_listen = \"127.0.0.1:7770\"\n[[accounts]]\nid = \"p\"\nrelation = \"peer\"\nasset_code = \"USD\"\nasset_scale = 9\n{extra}"
+                "[node]\naddress = \"test.ilpd\"\nallow_weak_tokens = true\nhttp_listen = \"127.0.0.1:7770\"\n[[accounts]]\nid = \"p\"\nrelation = \"peer\"\nasset_code = \"USD\"\nasset_scale = 9\n{extra}"
             )
         };
         let ok = |t: &str| {

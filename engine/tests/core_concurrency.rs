@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 const CFG: &str = r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.net.ilpd"
 durability = "none"
 threads = 2

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 const CFG: &str = r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.net.ilpd"
 threads = 1
 max_in_flight = 6

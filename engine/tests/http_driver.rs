@@ -31,6 +31,7 @@ fn now() -> Now {
 
 const CONFIG: &str = r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 durability = "none"
 [[accounts]]
@@ -87,6 +88,14 @@ fn harness(links: Vec<AccountLink>, header_timeout_ms: u64) -> Harness {
             idle_timeout_ms: 120_000,
             auth_throttle: std::sync::Arc::new(ilpd_engine::io::auth_throttle::AuthThrottle::new(
                 0,
+            )),
+            conn_limits: std::sync::Arc::new(ilpd_engine::io::conn_limits::ConnLimits::new(
+                ilpd_engine::io::conn_limits::Caps {
+                    total: 1000,
+                    per_ip: 1000,
+                    unauthenticated: 1000,
+                    unauthenticated_per_ip: 1000,
+                },
             )),
             write_buffer_limit: 1 << 20,
             callback_url: Some(format!("http://{addr}/ilp")),

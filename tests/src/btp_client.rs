@@ -4,7 +4,7 @@
 //! with the codec. Every read has a timeout; nothing here can hang a test.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ilpd_codec::btp::{self, Btp, BtpType};
@@ -73,6 +73,29 @@ impl BtpClient {
             next_id: 1,
             mask_seed: 0x1234_5678,
         })
+    }
+
+    /// TCP connect from a chosen local address (any of 127.0.0.0/8 on
+    /// Linux), so a test can play clients from several source IPs.
+    pub fn connect_tcp_from(src: IpAddr, addr: SocketAddr) -> io::Result<BtpClient> {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        s.bind(&SocketAddr::new(src, 0).into())?;
+        s.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+        let stream: TcpStream = s.into();
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        Ok(BtpClient {
+            stream,
+            buf: Vec::new(),
+            next_id: 1,
+            mask_seed: 0x1234_5678,
+        })
+    }
+
+    /// The socket, for tests that tune timeouts or read and write raw.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
     /// TCP connect and WebSocket upgrade (RFC 6455 §4.1).

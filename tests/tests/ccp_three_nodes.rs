@@ -23,6 +23,7 @@ fn node_toml(address: &str, port: u16, metrics: Option<u16>, accounts: &str) -> 
         r#"
 [node]
 address = "{address}"
+allow_weak_tokens = true  # short test tokens
 threads = 2
 pin_cores = false
 listen = "127.0.0.1:{port}"

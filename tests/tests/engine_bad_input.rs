@@ -26,6 +26,7 @@ fn start(label: &str) -> Node {
     let cfg = format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 threads = 1
 pin_cores = false

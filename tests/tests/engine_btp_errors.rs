@@ -18,6 +18,7 @@ fn config(port: u16, metrics: u16) -> String {
     format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 threads = 1
 pin_cores = false

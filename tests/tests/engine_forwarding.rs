@@ -28,6 +28,7 @@ fn two_children(port: u16, metrics: u16, threads: usize) -> String {
     format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 threads = {threads}
 pin_cores = false
@@ -194,6 +195,7 @@ fn node_two(l2: SocketAddr, m2: SocketAddr) -> String {
     format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.two"
 threads = 1
 pin_cores = false
@@ -225,6 +227,7 @@ fn node_one(l1: SocketAddr, m1: SocketAddr, l2: SocketAddr) -> String {
     format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.one"
 threads = 2
 pin_cores = false

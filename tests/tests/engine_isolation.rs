@@ -22,6 +22,7 @@ fn config(p: &[u16], extra: &str) -> String {
     format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 threads = 1
 pin_cores = false

@@ -30,6 +30,7 @@ fn write_config(text: &str) -> String {
 
 const GOOD: &str = r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 listen = "127.0.0.1:1"
 [[accounts]]
@@ -118,6 +119,7 @@ fn config(port: u16, metrics: u16, grace_ms: u64) -> String {
     format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 threads = 2
 pin_cores = false
@@ -208,6 +210,124 @@ fn sigterm_waits_for_in_flight_packets_then_exits_0() {
         .expect("ilpd exits after the drain");
     assert_eq!(status.code(), Some(0), "{}", node.stderr_text());
     assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// Issue 16 "Drain": Prepares in flight both ways when SIGTERM arrives
+/// complete; a burst written during the drain is answered in full (T03)
+/// before the connections close; ilpd exits 0 once nothing is in flight.
+#[test]
+fn sigterm_answers_every_prepare_in_both_directions() {
+    let p = free_ports(2);
+    let listen = addr(p[0]);
+    // No journal to wait for: the drain ends in the turn that answers the
+    // last packet in flight.
+    let cfg = config(p[0], p[1], 20_000).replace("[node]", "[node]\ndurability = \"none\"");
+    let mut node = ilpd::start(&cfg, listen, "ilpd-drain-both");
+    let mut alice = BtpClient::connect_auth(listen, None, "alice-token").unwrap();
+    let mut bob = BtpClient::connect_auth(listen, None, "bob-token").unwrap();
+    let f = [5u8; 32];
+    let c: [u8; 32] = Sha256::digest(f).into();
+    let to = |who: &str| bc::prepare(10, bc::unix_ms() + 30_000, &c, who, b"");
+    // One Prepare each way, held by its receiver.
+    let a_id = alice.send_prepare(&to("test.ilpd.bob")).unwrap();
+    let b_id = bob.send_prepare(&to("test.ilpd.alice")).unwrap();
+    let at_bob = bob.read_btp(Duration::from_secs(5)).unwrap();
+    let at_alice = alice.read_btp(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (at_bob.ty, at_alice.ty),
+        (BtpType::Message, BtpType::Message)
+    );
+
+    sigterm(node.id());
+    std::thread::sleep(Duration::from_millis(300));
+    // While draining, a burst in one write: every Prepare gets T03.
+    let mut burst = Vec::new();
+    for _ in 0..200 {
+        let mut b = Vec::new();
+        let id = alice.next_request_id();
+        ilpd_codec::btp::write_ilp_message(&mut b, id, &to("test.ilpd.bob"));
+        burst.push((id, ws_frame(&b)));
+    }
+    alice.send_raw(&burst.concat_frames()).unwrap();
+    expect_t03(&mut alice, &burst);
+    // Bob answers alice's held Prepare.
+    bob.send_response(at_bob.request_id, &bc::fulfill(&f, b""))
+        .unwrap();
+    let r = alice.read_btp(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (r.request_id, bc::parse_ilp(&r.ilp.unwrap())),
+        (a_id, Reply::Fulfill { fulfillment: f })
+    );
+    // Alice answers the last packet in flight and, in the same write, sends
+    // 600 more (over one read batch, 256): the drain ends with some still
+    // in ilpd's socket or buffer, and they are answered before the close.
+    let mut b = Vec::new();
+    ilpd_codec::btp::write_ilp_response(&mut b, at_alice.request_id, &bc::fulfill(&f, b""));
+    let mut last = ws_frame(&b);
+    let mut burst = Vec::new();
+    for _ in 0..600 {
+        let mut b = Vec::new();
+        let id = alice.next_request_id();
+        ilpd_codec::btp::write_ilp_message(&mut b, id, &to("test.ilpd.bob"));
+        burst.push((id, ws_frame(&b)));
+    }
+    last.extend_from_slice(&burst.concat_frames());
+    alice.send_raw(&last).unwrap();
+    let r = bob.read_btp(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (r.request_id, bc::parse_ilp(&r.ilp.unwrap())),
+        (b_id, Reply::Fulfill { fulfillment: f })
+    );
+    expect_t03(&mut alice, &burst);
+    let status = node
+        .wait_timeout(Duration::from_secs(10))
+        .expect("ilpd exits after the drain");
+    assert_eq!(status.code(), Some(0), "{}", node.stderr_text());
+    // Both connections were closed by ilpd after their answers.
+    assert!(alice.closed_within(Duration::from_secs(2)));
+    assert!(bob.closed_within(Duration::from_secs(2)));
+}
+
+trait Frames {
+    fn concat_frames(&self) -> Vec<u8>;
+}
+
+impl Frames for Vec<(u32, Vec<u8>)> {
+    fn concat_frames(&self) -> Vec<u8> {
+        self.iter().flat_map(|(_, f)| f.iter().copied()).collect()
+    }
+}
+
+/// Reads until every request of `burst` has its answer, a T03 Reject.
+fn expect_t03(c: &mut BtpClient, burst: &[(u32, Vec<u8>)]) {
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < burst.len() {
+        let r = c
+            .read_btp(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{} of {} answered: {e:?}", answered.len(), burst.len()));
+        match bc::parse_ilp(&r.ilp.unwrap()) {
+            Reply::Reject { code, .. } => assert_eq!(code, "T03"),
+            other => panic!("{other:?}"),
+        }
+        answered.insert(r.request_id);
+    }
+    assert!(burst.iter().all(|(id, _)| answered.contains(id)));
+}
+
+/// One masked binary WebSocket frame (RFC 6455 §5.2), as a client sends.
+fn ws_frame(payload: &[u8]) -> Vec<u8> {
+    let key = [1u8, 2, 3, 4];
+    let mut f = vec![0x82];
+    let n = payload.len();
+    if n < 126 {
+        f.push(0x80 | n as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(n as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
 }
 
 #[test]

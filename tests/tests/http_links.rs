@@ -242,7 +242,7 @@ fn node(peers: &HashMap<&str, SocketAddr>, dead: SocketAddr) -> Node {
         format!("[[accounts]]\nid = \"{id}\"\nrelation = \"child\"\nasset_code = \"USD\"\nasset_scale = 9\n{rest}\n")
     };
     let mut cfg = format!(
-        "[node]\naddress = \"test.ilpd\"\nthreads = 2\npin_cores = false\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nmetrics_addr = \"127.0.0.1:{}\"\nlog_level = \"warn\"\nhandshake_timeout_ms = 700\nreconnect_initial_ms = 5000\n",
+        "[node]\naddress = \"test.ilpd\"\nallow_weak_tokens = true\nthreads = 2\npin_cores = false\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nmetrics_addr = \"127.0.0.1:{}\"\nlog_level = \"warn\"\nhandshake_timeout_ms = 700\nreconnect_initial_ms = 5000\n",
         p[0], p[1], p[2]
     );
     cfg += &child("alice", "link = \"http\"\nincoming_token = \"alice-token\"");
@@ -654,7 +654,7 @@ fn oer_sync_next_hop_is_repeated_with_the_same_id_until_answered() {
     // judy's slot is reused as an http-oer-sync next hop: a node of its own.
     let p = free_ports(3);
     let cfg = format!(
-        "[node]\naddress = \"test.ilpd\"\nthreads = 2\npin_cores = false\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nmetrics_addr = \"127.0.0.1:{}\"\nlog_level = \"warn\"\n\
+        "[node]\naddress = \"test.ilpd\"\nallow_weak_tokens = true\nthreads = 2\npin_cores = false\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nmetrics_addr = \"127.0.0.1:{}\"\nlog_level = \"warn\"\n\
          [[accounts]]\nid = \"alice\"\nrelation = \"child\"\nasset_code = \"USD\"\nasset_scale = 9\nlink = \"http\"\nincoming_token = \"alice-token\"\n\
          [[accounts]]\nid = \"kate\"\nrelation = \"child\"\nasset_code = \"USD\"\nasset_scale = 9\nlink = \"http-oer-sync\"\nhttp_url = \"http://{}/\"\noutgoing_token = \"kate-out\"\n",
         p[0], p[1], p[2], peers["judy"]

@@ -25,6 +25,7 @@ fn loadgen_over_http_through_ilpd_reconciles() {
     let config = format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 listen = "127.0.0.1:{}"
 http_listen = "127.0.0.1:{http}"

@@ -27,6 +27,7 @@ fn start(btp: u16, http: u16, metrics: u16, sender: &str, receiver: &str) -> Nod
     let config = format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 threads = 2
 pin_cores = false
@@ -203,6 +204,7 @@ fn stream_both_ways_with_the_js_connector_peered_over_http() {
     let config = format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 threads = 2
 pin_cores = false

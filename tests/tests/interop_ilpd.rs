@@ -55,6 +55,7 @@ min_balance = -1000000000000
         let config = format!(
             r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "{ILPD_ADDRESS}"
 threads = 2
 pin_cores = false

@@ -70,6 +70,7 @@ fn start(mode: Mode) -> Net {
     let config = format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 threads = 2
 pin_cores = false

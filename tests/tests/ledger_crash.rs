@@ -351,6 +351,7 @@ fn ledger_survives_kill_9_under_load() {
         format!(
             r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 listen = "{listen}"
 metrics_addr = "{metrics}"

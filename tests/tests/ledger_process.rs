@@ -33,6 +33,7 @@ impl Node {
         let config = format!(
             r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 threads = 1
 pin_cores = false

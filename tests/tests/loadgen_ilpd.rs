@@ -60,6 +60,7 @@ fn loadgen_through_ilpd_accounts_for_every_packet() {
     let config = format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 listen = "127.0.0.1:{port}"
 threads = 2
@@ -164,6 +165,7 @@ fn loadgen_pay_through_ilpd() {
     let config = format!(
         r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.ilpd"
 listen = "127.0.0.1:{port}"
 log_level = "warn"

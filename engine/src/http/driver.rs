@@ -12,6 +12,7 @@
 
 use crate::io::accept_backoff::AcceptBackoff;
 use crate::io::auth_throttle::AuthThrottle;
+use crate::io::conn_limits::{self, Admission, ConnLimits};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -120,6 +121,8 @@ pub struct DriverConfig {
     pub idle_timeout_ms: u64,
     /// Failed auth per source IP, shared with the BTP listeners.
     pub auth_throttle: Arc<AuthThrottle>,
+    /// Caps on accepted connections (shared with the BTP listeners).
+    pub conn_limits: Arc<ConnLimits>,
     pub write_buffer_limit: usize,
     /// `Callback-Url` we send on `http-async` links.
     pub callback_url: Option<String>,
@@ -242,6 +245,9 @@ struct HConn {
     /// Server: since when a request has been arriving (first byte seen).
     partial_since_ms: Option<u64>,
     last_active_ms: u64,
+    /// Server side: its place under the connection caps, released on drop;
+    /// authenticated by its first request with a valid token.
+    admission: Option<Admission>,
 }
 
 struct Slot {
@@ -549,6 +555,14 @@ impl HttpDriver {
                     self.counters.throttled += 1;
                 }
                 Ok((stream, peer)) => {
+                    let admission = match self.cfg.conn_limits.admit(peer.ip()) {
+                        Ok(a) => a,
+                        Err(cap) => {
+                            drop(stream);
+                            conn_limits::log_refusal(&self.cfg.conn_limits, cap, peer, "HTTP");
+                            continue;
+                        }
+                    };
                     self.set_socket_options(&stream);
                     let conn = HConn {
                         stream,
@@ -560,6 +574,7 @@ impl HttpDriver {
                         eof: false,
                         partial_since_ms: None,
                         last_active_ms: now.unix_ms,
+                        admission: Some(admission),
                     };
                     if self.insert(conn).is_some() {
                         self.counters.accepted += 1;
@@ -650,6 +665,9 @@ impl HttpDriver {
             match next {
                 Next::Request(req) => {
                     c.partial_since_ms = None;
+                    if let Some(a) = &mut c.admission {
+                        a.authenticated();
+                    }
                     self.counters.requests += 1;
                     self.on_request(slot, tag, req, now, out);
                 }
@@ -1287,6 +1305,7 @@ impl HttpDriver {
                     eof: false,
                     partial_since_ms: None,
                     last_active_ms: now.unix_ms,
+                    admission: None,
                 };
                 match self.insert(conn) {
                     Some(s) => {
@@ -1609,6 +1628,17 @@ impl HttpDriver {
         if let Some(mut l) = self.listener.take() {
             let _ = self.registry.deregister(&mut l);
         }
+    }
+
+    /// At shutdown: reads every server connection once more, so requests
+    /// already sent are answered (T03 while draining) before the close.
+    pub fn read_all(&mut self, now: Now, out: &mut Vec<Event>) {
+        for slot in 0..self.slots.len() {
+            if matches!(self.conn(slot).map(|c| &c.role), Some(Role::Server(_))) {
+                self.mark_ready(slot);
+            }
+        }
+        self.process(now, out);
     }
 
     pub fn close_all(&mut self, now: Now, out: &mut Vec<Event>) {

@@ -14,6 +14,7 @@ use ilpd_codec::btp;
 use ilpd_codec::ws::{self, Decoder, Opcode, Role};
 use mio::net::TcpStream;
 
+use super::conn_limits::Admission;
 use crate::core::{AccountId, OutId};
 
 /// Buffer growth step for reads.
@@ -153,7 +154,20 @@ pub struct Conn {
     pub eof: bool,
     /// Since when (unix ms) the output buffer has stayed over the limit.
     pub over_limit_since: Option<u64>,
+    /// Output went over this connection's limit: it is not read until its
+    /// output drains below half (other connections are unaffected).
+    pub read_paused: bool,
+    /// Bytes of pongs queued before auth (capped at
+    /// [`PRE_AUTH_OUTPUT_LIMIT`]).
+    pub pre_auth_output: usize,
+    /// An accepted connection's place under the connection caps (none for
+    /// our own dials); released when the connection is dropped.
+    pub admission: Option<Admission>,
 }
+
+/// Output a connection may buffer before it is authenticated (pongs and
+/// handshake answers): an anonymous client that never reads holds no more.
+pub const PRE_AUTH_OUTPUT_LIMIT: usize = 4 * 1024;
 
 impl Conn {
     pub fn new(
@@ -179,6 +193,20 @@ impl Conn {
             in_dirty: false,
             eof: false,
             over_limit_since: None,
+            read_paused: false,
+            pre_auth_output: 0,
+            admission: None,
+        }
+    }
+
+    /// How much output this connection may buffer before it stops being
+    /// read: `established` (write_buffer_limit) once authenticated, a few
+    /// KB before.
+    pub fn output_limit(&self, established: usize) -> usize {
+        if self.is_established() {
+            established
+        } else {
+            PRE_AUTH_OUTPUT_LIMIT
         }
     }
 

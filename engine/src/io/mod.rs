@@ -2,6 +2,7 @@
 //!
 //! - [`worker`]: one event loop per core (accept, read, core, write).
 //! - [`conn`]: one connection's socket, buffers and handshake state.
+//! - [`conn_limits`]: caps on accepted connections (total, per IP, unauthenticated).
 //! - [`accept_backoff`]: retrying `accept` after EMFILE and friends.
 //! - [`auth_throttle`]: failed-auth throttling per source IP.
 //! - [`client`]: client-side BTP accounts (dial, back-off).
@@ -16,6 +17,7 @@ pub mod accept_backoff;
 pub mod auth_throttle;
 pub mod client;
 pub mod conn;
+pub mod conn_limits;
 pub mod handoff;
 pub mod journal;
 pub mod metrics_http;
@@ -39,6 +41,7 @@ use crate::ledger::Ledger;
 use auth_throttle::AuthThrottle;
 use client::WsUrl;
 use conn::CloseReason;
+use conn_limits::{Caps, ConnLimits, Refusal};
 use handoff::Peers;
 use worker::{Knobs, Worker, WorkerInit, WAKER};
 
@@ -87,10 +90,13 @@ pub struct IoShared {
     pub auth_throttle: Arc<AuthThrottle>,
     /// Connections closed at accept because their address was throttled.
     pub auth_throttled: AtomicU64,
+    /// Caps on accepted connections, for every listener.
+    pub conn_limits: Arc<ConnLimits>,
 }
 
 impl IoShared {
-    pub fn new(workers: usize, accounts: usize, auth_failures_per_min: u32) -> IoShared {
+    pub fn new(workers: usize, accounts: usize, cfg: &Config) -> IoShared {
+        let n = &cfg.node;
         IoShared {
             workers,
             conn_counts: (0..workers * accounts.max(1))
@@ -104,8 +110,14 @@ impl IoShared {
             metrics: (0..workers)
                 .map(|_| CachePadded::new(WorkerMetrics::default()))
                 .collect(),
-            auth_throttle: Arc::new(AuthThrottle::new(auth_failures_per_min)),
+            auth_throttle: Arc::new(AuthThrottle::new(n.auth_failures_per_ip_per_min)),
             auth_throttled: AtomicU64::new(0),
+            conn_limits: Arc::new(ConnLimits::new(Caps {
+                total: n.max_connections,
+                per_ip: n.max_connections_per_ip,
+                unauthenticated: n.max_unauthenticated,
+                unauthenticated_per_ip: n.max_unauthenticated_per_ip,
+            })),
         }
     }
 
@@ -164,6 +176,24 @@ impl IoShared {
             "Connections closed at accept: their address failed auth too often (BTP and HTTP).",
             self.auth_throttled.load(Ordering::Relaxed),
         );
+        let (accepted_open, unauthenticated) = self.conn_limits.open();
+        let _ = writeln!(
+            s,
+            "# HELP ilpd_io_accepted_open Accepted connections open (BTP and HTTP), by whether they have authenticated.\n# TYPE ilpd_io_accepted_open gauge\nilpd_io_accepted_open{{state=\"authenticated\"}} {}\nilpd_io_accepted_open{{state=\"unauthenticated\"}} {unauthenticated}",
+            accepted_open.saturating_sub(unauthenticated)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP ilpd_io_connections_refused_total Connections closed at accept, by the cap they were past.\n# TYPE ilpd_io_connections_refused_total counter"
+        );
+        for r in Refusal::ALL {
+            let _ = writeln!(
+                s,
+                "ilpd_io_connections_refused_total{{cap=\"{}\"}} {}",
+                r.label(),
+                self.conn_limits.refused(r)
+            );
+        }
         let _ = writeln!(
             s,
             "# HELP ilpd_io_connections_closed_total Connections closed, by cause."
@@ -277,11 +307,7 @@ impl Node {
                 if ledger.is_some() { "no" } else { "an open" }
             ));
         }
-        let io = Arc::new(IoShared::new(
-            workers,
-            shared.account_count(),
-            cfg.node.auth_failures_per_ip_per_min,
-        ));
+        let io = Arc::new(IoShared::new(workers, shared.account_count(), cfg));
         let knobs = Knobs::from_config(cfg);
 
         let metrics_addr = match cfg.node.metrics_addr {
@@ -335,6 +361,7 @@ impl Node {
             header_timeout_ms: cfg.node.handshake_timeout_ms,
             idle_timeout_ms: cfg.node.http_idle_timeout_ms,
             auth_throttle: io.auth_throttle.clone(),
+            conn_limits: io.conn_limits.clone(),
             write_buffer_limit: cfg.node.write_buffer_limit,
             callback_url: cfg
                 .node

@@ -26,7 +26,8 @@ use tracing::{debug, info, warn};
 
 use super::accept_backoff::{self, AcceptBackoff};
 use super::client::{Backoff, ClientSlot, WsUrl};
-use super::conn::{CloseReason, Conn, Outstanding, ReadOutcome, State};
+use super::conn::{CloseReason, Conn, Outstanding, ReadOutcome, State, PRE_AUTH_OUTPUT_LIMIT};
+use super::conn_limits;
 use super::handoff::{Handoff, Outbox, Peers};
 use super::journal;
 use super::IoShared;
@@ -43,10 +44,13 @@ const FIRST_CONN: usize = 2;
 /// BTP/2.0-I: how often an unanswered Forward is sent again.
 const BTPI_RESEND_MS: u64 = 1_000;
 
-/// A connection whose output stays over `write_buffer_limit` this long is
-/// closed as a slow reader: while it is over, its worker reads nothing, so
-/// one stuck peer must not stall the others for longer than this.
+/// A connection whose output stays over its limit this long is closed as a
+/// slow reader: while it is over, it is not read (nor are its Forwards
+/// answered), so a stuck peer frees its resources after this.
 const SLOW_READER_MS: u64 = 5_000;
+/// At shutdown, how many more batches each connection may be read for
+/// (what its peer had already sent).
+const FINAL_READS: usize = 4;
 /// How often handshake deadlines are checked.
 const HANDSHAKE_SCAN_MS: u64 = 100;
 /// Longest poll wait when nothing is scheduled (also bounds how late a
@@ -146,7 +150,6 @@ pub struct Worker {
     clients: Vec<ClientSlot>,
     knobs: Knobs,
     rng: u64,
-    paused: bool,
     draining: bool,
     drain_deadline_ms: u64,
     next_handshake_scan_ms: u64,
@@ -238,7 +241,6 @@ impl Worker {
             clients,
             knobs,
             rng: seed | 1,
-            paused: false,
             draining: false,
             drain_deadline_ms: 0,
             next_handshake_scan_ms: 0,
@@ -314,11 +316,9 @@ impl Worker {
                 self.start_drain(now);
             }
             self.drain_handoffs(now);
-            if !self.paused {
-                self.process_ready(now);
-                self.http.process(now, &mut self.http_events);
-                self.apply_http(now);
-            }
+            self.process_ready(now);
+            self.http.process(now, &mut self.http_events);
+            self.apply_http(now);
             if self.http.next_deadline().is_some_and(|d| d <= now.unix_ms) {
                 self.http.on_timers(now, &mut self.http_events);
                 self.apply_http(now);
@@ -372,7 +372,7 @@ impl Worker {
     }
 
     fn poll_timeout(&self, now: Now) -> Duration {
-        if !self.ready.is_empty() && !self.paused {
+        if !self.ready.is_empty() {
             return Duration::ZERO;
         }
         if !self.outbox.is_empty() {
@@ -380,7 +380,7 @@ impl Worker {
             return Duration::from_millis(1);
         }
         let mut at = now.unix_ms
-            + if self.draining || self.paused {
+            + if self.draining || !self.dirty.is_empty() {
                 20
             } else {
                 IDLE_POLL_MS
@@ -497,15 +497,25 @@ impl Worker {
                     self.io.auth_throttled.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok((stream, peer)) => {
+                    let admission = match self.io.conn_limits.admit(peer.ip()) {
+                        Ok(a) => a,
+                        Err(cap) => {
+                            // Past a connection cap (conn_limits.rs).
+                            drop(stream);
+                            conn_limits::log_refusal(&self.io.conn_limits, cap, peer, "BTP");
+                            continue;
+                        }
+                    };
                     self.set_socket_options(&stream);
                     let deadline = now.unix_ms + self.knobs.handshake_timeout_ms;
-                    let conn = Conn::new(
+                    let mut conn = Conn::new(
                         stream,
                         Role::Server,
                         State::HttpUpgrade,
                         self.knobs.max_message,
                         deadline,
                     );
+                    conn.admission = Some(admission);
                     if self.insert(conn).is_some() {
                         self.io.metrics[self.id]
                             .accepted
@@ -581,22 +591,19 @@ impl Worker {
         }
     }
 
-    /// Writes every connection's output once. Past `write_buffer_limit` on
-    /// any connection the worker stops reading (so peers feeding it slow
-    /// down) until all are below half; past twice the limit, or over the
-    /// limit (over half of it while paused) for [`SLOW_READER_MS`], the
-    /// connection is closed as a slow reader: a peer that stops reading
-    /// cannot grow our memory without bound nor stall the worker.
+    /// Writes every connection's output once. A connection whose output
+    /// goes over its limit ([`Conn::output_limit`]) stops being read, by
+    /// itself alone, until its output is below half (so the peer feeding it
+    /// slows down); past twice the limit, or over the limit (over half of it
+    /// while paused) for [`SLOW_READER_MS`], it is closed as a slow reader:
+    /// a peer that stops reading can neither grow our memory without bound
+    /// nor hold its resources for long.
     fn flush_dirty(&mut self, now: Now) {
         let limit = self.knobs.write_buffer_limit;
-        // While paused, any connection above half the limit keeps the worker
-        // paused, so its stall clock runs from there: a peer that stops
-        // reading just under the limit cannot stall the worker for good.
-        let stall_from = if self.paused { limit / 2 } else { limit };
-        let mut max_left = 0usize;
         let list = std::mem::take(&mut self.dirty);
         let mut slow = Vec::new();
         let mut failed = Vec::new();
+        let mut resumed = Vec::new();
         for &slot in &list {
             let Some(c) = self.slots.get_mut(slot).and_then(|s| s.conn.as_mut()) else {
                 continue;
@@ -612,7 +619,18 @@ impl Worker {
                     continue;
                 }
             }
-            if c.wbuf.len() <= stall_from {
+            let lim = c.output_limit(limit);
+            let left = c.wbuf.len();
+            if c.read_paused && left <= lim / 2 {
+                c.read_paused = false;
+                resumed.push(slot);
+            } else if !c.read_paused && left > lim {
+                c.read_paused = true;
+            }
+            // While paused, the stall clock runs from half the limit: a peer
+            // that stops reading just under the limit is still cut off.
+            let stall_from = if c.read_paused { lim / 2 } else { lim };
+            if left <= stall_from {
                 c.over_limit_since = None;
             } else if c.over_limit_since.is_none() {
                 c.over_limit_since = Some(now.unix_ms);
@@ -620,15 +638,19 @@ impl Worker {
             let stalled = c
                 .over_limit_since
                 .is_some_and(|t| now.unix_ms.saturating_sub(t) >= SLOW_READER_MS);
-            if c.wbuf.is_empty() {
+            if left == 0 {
                 c.in_dirty = false;
-            } else if c.wbuf.len() > 2 * limit || stalled {
+            } else if left > 2 * lim || stalled {
                 c.in_dirty = false;
                 slow.push(slot);
             } else {
-                max_left = max_left.max(c.wbuf.len());
                 self.dirty.push(slot);
             }
+        }
+        for slot in resumed {
+            // Edge-triggered: bytes that arrived while paused raise no new
+            // event, so look again.
+            self.mark_ready(slot);
         }
         for (slot, e) in failed {
             self.close(slot, CloseReason::IoError, &format!("write: {e}"), now);
@@ -637,14 +659,9 @@ impl Worker {
             self.close(
                 slot,
                 CloseReason::SlowReader,
-                "output buffer over twice write_buffer_limit, or not draining for 5 s",
+                "output buffer over twice its limit, or not draining for 5 s",
                 now,
             );
-        }
-        if self.paused {
-            self.paused = max_left > limit / 2;
-        } else if max_left > limit {
-            self.paused = true;
         }
         // Closing may have produced replies (failed Forwards).
         if !self.actions.is_empty() {
@@ -763,6 +780,11 @@ impl Worker {
         for slot in list {
             let Some(c) = self.conn(slot) else { continue };
             c.in_ready = false;
+            if c.read_paused {
+                // Its output is over the limit; the flush that drains it
+                // marks it ready again.
+                continue;
+            }
             if self.service(slot, now) {
                 self.mark_ready(slot);
             }
@@ -973,9 +995,23 @@ impl Worker {
         match m {
             Message::Binary(payload) => self.on_btp(slot, payload, now),
             Message::Ping(p) => {
-                if let Some(c) = self.conn(slot) {
-                    c.put_control(mask, Opcode::Pong, &p);
+                let Some(c) = self.conn(slot) else { return };
+                if !c.is_established() {
+                    // Before auth a client gets a few KB of pongs in all:
+                    // an anonymous peer cannot make us write without end.
+                    c.pre_auth_output += p.len() + 2;
+                    if c.pre_auth_output > PRE_AUTH_OUTPUT_LIMIT {
+                        c.put_close(mask, 1008, "pings before auth");
+                        self.close(
+                            slot,
+                            CloseReason::ProtocolError,
+                            "over 4 KiB of pongs before auth",
+                            now,
+                        );
+                        return;
+                    }
                 }
+                c.put_control(mask, Opcode::Pong, &p);
                 self.mark_dirty(slot);
             }
             Message::Pong(_) => {}
@@ -1195,6 +1231,9 @@ impl Worker {
         let Some(c) = self.conn(slot) else { return };
         let Some(acct) = c.account else { return };
         c.state = State::Established;
+        if let Some(a) = &mut c.admission {
+            a.authenticated();
+        }
         let client = c.client_slot;
         self.handshaking = self.handshaking.saturating_sub(1);
         if let Some(list) = self.by_account.get_mut(acct.0 as usize) {
@@ -1731,6 +1770,30 @@ impl Worker {
 
     fn close_all(&mut self) {
         let now = self.now();
+        // Prepares already in the sockets get an answer (T03, shutting
+        // down) before the connections close; replies that arrived are
+        // passed on.
+        for slot in 0..self.slots.len() {
+            for _ in 0..FINAL_READS {
+                let readable = self.slots[slot]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.is_established() && !c.read_paused);
+                if !readable || !self.service(slot, now) {
+                    break;
+                }
+            }
+            if !self.actions.is_empty() {
+                self.dispatch(now);
+            }
+        }
+        self.http.read_all(now, &mut self.http_events);
+        self.apply_http(now);
+        self.core.flush(now, &mut self.actions);
+        self.dispatch(now);
+        self.journal_turn(now);
+        self.flush_dirty(now);
+        self.http.flush(now, &mut self.http_events);
         for slot in 0..self.slots.len() {
             let mask = self.mask();
             if let Some(c) = self.conn(slot) {

@@ -28,6 +28,7 @@ pub const NODE: &str = "test.net.ilpd";
 /// carol (peer at test.net.carol, EUR 6), dave (parent, default route `test.net`, USD 9).
 pub const BASE: &str = r#"
 [node]
+allow_weak_tokens = true  # short test tokens
 address = "test.net.ilpd"
 threads = 1
 max_in_flight = 64
