@@ -130,6 +130,7 @@ impl SpspServer {
 
 const SEND_TOKEN: &str = "loadgen-stream-send-token";
 const RECV_TOKEN: &str = "stream-receiver-token-0123";
+const HTTP_TOKEN: &str = "loadgen-stream-http-token";
 
 /// ilpd with a sending child (`lgsend`) and the receiver's child account
 /// (`recv`, address test.ilpd.recv by IL-DCP). Returns it and its port.
@@ -446,4 +447,102 @@ fn run_takes_its_receive_link_from_a_loopback_server_definition() {
         "{}",
         p.stderr_text()
     );
+}
+
+/// ilp-loadgen stream to ilpd's own receiver account (relation =
+/// "receiver", SPSP on the HTTP listener), over BTP and over ILP-over-HTTP
+/// send links at once: what ilp-loadgen says was delivered is what ilpd
+/// credited to the receiver and debited from the sender.
+#[test]
+fn stream_payments_to_ilpds_own_receiver_over_btp_and_http_links() {
+    let ports = free_ports(3);
+    let (port, http_port, mport) = (ports[0], ports[1], ports[2]);
+    let config = format!(
+        r#"
+[node]
+address = "test.ilpd"
+listen = "127.0.0.1:{port}"
+http_listen = "127.0.0.1:{http_port}"
+metrics_addr = "127.0.0.1:{mport}"
+threads = 2
+pin_cores = false
+log_level = "warn"
+
+[[accounts]]
+id = "lgsend"
+relation = "child"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "{SEND_TOKEN}"
+max_balance = 9000000000000000000
+
+[[accounts]]
+id = "lghttp"
+relation = "child"
+link = "http"
+asset_code = "USD"
+asset_scale = 9
+incoming_token = "{HTTP_TOKEN}"
+max_balance = 9000000000000000000
+
+[[accounts]]
+id = "shop"
+relation = "receiver"
+asset_code = "USD"
+asset_scale = 9
+"#
+    );
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let _ilpd = ilpd::start(&config, listen, "ilpd-own-receiver");
+    let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    assert!(
+        ilpd_tests::wait_for_port(http, Duration::from_secs(10)),
+        "ilpd's HTTP listener"
+    );
+    let btp = format!("btp+ws://lgsend:{SEND_TOKEN}@127.0.0.1:{port}/");
+    let post = format!("http://{HTTP_TOKEN}@127.0.0.1:{http_port}/accounts/lghttp/ilp");
+    let spsp = format!("http://127.0.0.1:{http_port}/shop");
+    let (s, p, v) = loadgen_stream(
+        &[
+            "--send",
+            &btp,
+            "--send",
+            &post,
+            "--spsp",
+            &spsp,
+            "--amount",
+            "7000",
+            "--payments",
+            "40",
+            "--concurrency",
+            "8",
+            "--max-packet-amount",
+            "2000",
+        ],
+        "lg-stream-ilpd-receiver",
+    );
+    if !s.success() {
+        p.dump();
+    }
+    assert!(s.success(), "{s}");
+    assert_eq!(num(&v["payments"]["completed"]), 40, "{v}");
+    assert_eq!(num(&v["amounts"]["delivered"]), 280_000, "{}", v["amounts"]);
+    assert_eq!(num(&v["amounts"]["sent"]), 280_000, "{}", v["amounts"]);
+    assert_eq!(
+        num(&v["packets"]["transport_errors"]),
+        0,
+        "{}",
+        v["packets"]
+    );
+    let metrics: SocketAddr = ([127, 0, 0, 1], mport).into();
+    let shop = scrape(metrics, "ilpd_account_balance", "account=\"shop\"");
+    let btp_bal = scrape(metrics, "ilpd_account_balance", "account=\"lgsend\"");
+    let http_bal = scrape(metrics, "ilpd_account_balance", "account=\"lghttp\"");
+    let (Some(shop), Some(b), Some(h)) = (shop, btp_bal, http_bal) else {
+        panic!("no ilpd_account_balance for shop/lgsend/lghttp in /metrics");
+    };
+    assert_eq!(shop.abs(), 280_000.0, "shop balance {shop}");
+    assert_eq!(shop, -(b + h), "shop {shop}, lgsend {b}, lghttp {h}");
+    // Packets went round-robin over both links.
+    assert!(b != 0.0 && h != 0.0, "lgsend {b}, lghttp {h}");
 }
