@@ -9,7 +9,10 @@
 //!    `ConnectionNewAddress`. The receiver rejects it with F99 and says in
 //!    its encrypted reply how much arrived: that ratio is the exchange
 //!    rate, and `ConnectionAssetDetails` says in which asset. F08 on the
-//!    probe sets the maximum packet amount and probes again below it.
+//!    probe sets the maximum packet amount and probes again below it; a
+//!    probe too small to arrive as anything (0 arrived, or R01 from a hop
+//!    that converts it to 0) is sent again ten times larger, up to one
+//!    packet or the whole payment.
 //! 2. **Send.** Prepares on stream 1 with fulfillable conditions, each
 //!    with a minimum destination amount = amount × probed rate × (1 −
 //!    slippage), at most `max_in_flight` at a time.
@@ -543,6 +546,19 @@ impl<R: RandomSource> Sender<R> {
         self.plain = plain;
 
         if sent.kind == Kind::Probe {
+            // Too small to tell anything: nothing arrived, or a hop could
+            // not convert it at all (R01, as ilpd answers). Probe ten times
+            // larger, up to one packet or the whole payment.
+            let nothing = (arrived == Some(0) && !closed)
+                || (arrived.is_none() && code == ErrorCode::R01_INSUFFICIENT_SOURCE_AMOUNT);
+            if nothing {
+                let cap = self.packet.min(self.cfg.amount).max(1);
+                if sent.amount < cap {
+                    self.cfg.probe_amount = sent.amount.saturating_mul(10).min(cap);
+                    return;
+                }
+                return self.fail(SendError::RateTooLow);
+            }
             if let Some(arrived) = arrived {
                 if closed {
                     return self.fail(SendError::ClosedByReceiver);

@@ -28,6 +28,9 @@ struct Hop {
     liquidity: u64,
     f08: u32,
     t04: u32,
+    /// Answer R01 when the converted amount is 0, as ilpd does.
+    r01_on_zero: bool,
+    r01: u32,
 }
 
 impl Hop {
@@ -38,6 +41,8 @@ impl Hop {
             liquidity: u64::MAX,
             f08: 0,
             t04: 0,
+            r01_on_zero: false,
+            r01: 0,
         }
     }
 }
@@ -103,6 +108,12 @@ fn run(
             } else if prep.amount() > hop.liquidity {
                 hop.t04 += 1;
                 reject(ErrorCode::T04_INSUFFICIENT_LIQUIDITY, b"")
+            } else if hop.r01_on_zero
+                && (prep.amount() as u128 * hop.rate.0 as u128 / hop.rate.1 as u128) == 0
+                && prep.amount() > 0
+            {
+                hop.r01 += 1;
+                reject(ErrorCode::R01_INSUFFICIENT_SOURCE_AMOUNT, b"")
             } else {
                 let out = (prep.amount() as u128 * hop.rate.0 as u128 / hop.rate.1 as u128) as u64;
                 let mut fwd = prep.as_bytes().to_vec();
@@ -139,8 +150,7 @@ fn rate_f08_and_t04_are_handled_and_the_minimum_holds() {
         rate: (2, 3),
         max_packet: 300,
         liquidity: 250,
-        f08: 0,
-        t04: 0,
+        ..Hop::plain()
     };
     let r = run(hop, |_| {}, |s| s.probe_amount = 999);
     let s = r.result.unwrap();
@@ -184,6 +194,33 @@ fn zero_rate_is_refused() {
     };
     let r = run(hop, |_| {}, |s| s.probe_amount = 10);
     assert_eq!(r.result, Err(SendError::RateTooLow));
+}
+
+#[test]
+fn a_probe_too_small_to_convert_grows_until_something_arrives() {
+    // 1,000 source units convert to 0 (rate 1/2000): the hop answers R01.
+    let hop = Hop {
+        rate: (1, 2000),
+        r01_on_zero: true,
+        ..Hop::plain()
+    };
+    let r = run(hop, |_| {}, |_| {});
+    let s = r.result.unwrap();
+    assert_eq!(r.hop.r01, 1, "one R01 for the 1,000-unit probe");
+    assert_eq!(s.rate, Some((5, 10_000)), "probed again with 10,000");
+    assert_eq!((s.sent, s.delivered, r.received), (10_000, 5, 5));
+}
+
+#[test]
+fn a_probe_that_cannot_grow_further_fails_as_rate_too_low() {
+    let hop = Hop {
+        rate: (1, 1_000_000),
+        r01_on_zero: true,
+        ..Hop::plain()
+    };
+    let r = run(hop, |_| {}, |_| {});
+    assert_eq!(r.result, Err(SendError::RateTooLow));
+    assert_eq!(r.hop.r01, 2, "1,000 then 10,000 (the whole payment)");
 }
 
 #[test]

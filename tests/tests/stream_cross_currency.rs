@@ -298,16 +298,10 @@ fn loadgen_stream_usd9_to_eur8_receiver_at_the_rate() {
     assert_eq!(n.balance("eur") + n.balance("usdshop"), 0);
 }
 
-/// USD 9 → EUR 6 (a factor of 0.0007984): the pinned JS sender pays it
-/// (below), ilp-loadgen does not. ilpd-stream's `Sender` probes with
-/// `probe_amount` = 1,000 source units (stream/src/sender.rs:93, capped in
-/// loadgen/src/stream.rs:386, no flag), which ilpd converts to 0 and rejects
-/// R01; the probe's non-F99 reject is counted as a failure and retried at the
-/// same size after a back-off (stream/src/sender.rs:545-554, 600), so the
-/// payment ends "too many rejects in a row" after 51 rejects (about 45 s)
-/// having sent nothing.
+/// USD 9 → EUR 6 (a factor of 0.0007984): the sender's first 1,000-unit
+/// rate probe converts to 0 and ilpd answers R01; the probe is sent again
+/// ten times larger until something arrives (stream/src/sender.rs).
 #[test]
-#[ignore = "ilp-loadgen stream's 1,000-unit rate probe converts to 0 at a USD 9 -> EUR 6 hop (R01, retried at the same size until the payment fails); see the doc comment"]
 fn loadgen_stream_usd9_to_eur6_receiver_at_the_rate() {
     let n = Node::start("ilpd-xc-usd-eur6");
     let (sent, delivered) = loadgen_pays(
