@@ -10,13 +10,17 @@
 # Reports, per build, medians of fulfilled/s (closed loop, window per
 # connection, default 4096) and ilpd CPU ns per fulfilled packet (process
 # user+sys from /proc over packets), the figure noise disturbs least.
-# PIN=0 unpins both sides.
+# PIN=0 unpins both sides. THREADS=N runs ilpd with N workers (default 1)
+# and loadgen with 2 connections per link, so with N > 1 Forwards also cross
+# between workers.
 set -euo pipefail
 a=$1; b=$2
 rounds=${3:-6}
 secs=${4:-5}
 window=${5:-4096}
 pin=${PIN:-1}
+threads=${THREADS:-1}
+conns=1; [ "$threads" -gt 1 ] && conns=2
 ilpd_pin=(); lg_pin=()
 if [ "$pin" = 0 ]; then ilpd_pin=(--pin-cores false); lg_pin=(--no-pin); fi
 work=$(mktemp -d)
@@ -26,7 +30,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 cat > "$work/ilpd.toml" <<TOML
 [node]
 address = "test.ilpd"
-threads = 1
+threads = $threads
 listen = "127.0.0.1:$port"
 log_level = "warn"
 durability = "none"
@@ -51,7 +55,7 @@ run() { # name bindir
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   "$a/ilp-loadgen" run -q --send "btp+ws://send:send-token-0123456789@127.0.0.1:$port/" \
     --recv "btp+ws://recv:recv-token-0123456789@127.0.0.1:$port/" --duration "${secs}s" \
-    --window "$window" --json "$work/$name.json" "${lg_pin[@]}" >/dev/null
+    --window "$window" --conns "$conns" --recv-conns "$conns" --json "$work/$name.json" "${lg_pin[@]}" >/dev/null
   local ticks; ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   kill -TERM $pid; wait $pid || true
   python3 - "$work/$name.json" "$name" "$ticks" "$(getconf CLK_TCK)" >>"$work/results.tsv" <<'PY'
