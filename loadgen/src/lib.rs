@@ -13,6 +13,7 @@ pub mod chunked;
 pub mod clock;
 pub mod demo;
 pub mod frames;
+pub mod http_get;
 pub mod link;
 pub mod lsd;
 pub mod lt;

@@ -29,30 +29,9 @@ pub fn load(src: &str, timeout: Duration) -> Result<LinkUrl, String> {
 }
 
 fn fetch(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut resp = agent
-        .get(url)
-        .header("Accept", format!("{CONTENT_TYPE}, application/json"))
-        .call()
-        .map_err(|e| format!("--lsd {url}: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024)
-        .read_to_vec()
-        .map_err(|e| format!("--lsd {url}: reading the body: {e}"))?;
-    if status != 200 {
-        return Err(format!(
-            "--lsd {url}: HTTP {status} {:?}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        ));
-    }
-    Ok(body)
+    let accept = format!("{CONTENT_TYPE}, application/json");
+    crate::http_get::get(&crate::http_get::agent(timeout), url, &accept, 64 * 1024)
+        .map_err(|e| format!("--lsd {url}: {e}"))
 }
 
 /// Parses an LSD body.
@@ -86,7 +65,6 @@ pub fn parse(body: &[u8]) -> Result<LinkUrl, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
 
     #[test]
     fn parses_the_definition() {
@@ -112,13 +90,14 @@ mod tests {
         }
     }
 
+    const BODY: &str = r#"{"loopback": "btp+ws://tok@127.0.0.1:9/", "protocol": "BTP/2.0"}"#;
+
     #[test]
     fn loads_from_a_file_and_a_url() {
         let dir = std::env::temp_dir().join(format!("lsd-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("lsd.json");
-        let body = r#"{"loopback": "btp+ws://tok@127.0.0.1:9/", "protocol": "BTP/2.0"}"#;
-        std::fs::write(&file, body).unwrap();
+        std::fs::write(&file, BODY).unwrap();
         let u = load(file.to_str().unwrap(), Duration::from_secs(2)).unwrap();
         assert_eq!((u.token.as_str(), u.port), ("tok", 9));
         let e = load(
@@ -129,29 +108,10 @@ mod tests {
         assert!(e.starts_with("--lsd "), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
 
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://127.0.0.1:{}/lsd", l.local_addr().unwrap().port());
-        let h = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            s.write_all(resp.as_bytes()).unwrap();
-            String::from_utf8_lossy(&req).to_ascii_lowercase()
-        });
+        let (url, h) = crate::http_get::serve_once(200, CONTENT_TYPE, BODY);
         let u = load(&url, Duration::from_secs(5)).unwrap();
         assert_eq!(u.token, "tok");
-        let req = h.join().unwrap();
+        let req = h.join().unwrap().to_ascii_lowercase();
         assert!(req.contains("accept: application/lsd+json"), "{req}");
     }
 }

@@ -77,77 +77,25 @@ pub struct SpspClient {
 
 impl SpspClient {
     pub fn new(timeout: Duration) -> SpspClient {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .user_agent(concat!("ilp-loadgen/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
-        SpspClient { agent }
+        SpspClient {
+            agent: crate::http_get::agent(timeout),
+        }
     }
 
     /// `GET url` and parse the SPSP response. Every error names the URL.
     pub fn query(&self, url: &str) -> Result<SpspResponse, String> {
-        let mut resp = self
-            .agent
-            .get(url)
-            .header("Accept", spsp::ACCEPT)
-            .call()
-            .map_err(|e| format!("SPSP query {url}: {}", describe(&e)))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_vec()
-            .map_err(|e| format!("SPSP query {url}: reading the body: {}", describe(&e)))?;
-        if status != 200 {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            return Err(format!("SPSP query {url}: HTTP {status} {text:?}"));
-        }
+        let body = crate::http_get::get(&self.agent, url, spsp::ACCEPT, MAX_BODY)
+            .map_err(|e| format!("SPSP query {url}: {e}"))?;
         SpspResponse::parse(&body).map_err(|e| format!("SPSP query {url}: {e}"))
-    }
-}
-
-fn describe(e: &ureq::Error) -> String {
-    match e {
-        ureq::Error::Io(io) => crate::link::io_cause(io),
-        ureq::Error::Timeout(_) => "timed out".into(),
-        ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::ConnectionFailed => "connection failed".into(),
-        e => e.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
 
-    /// A one-shot HTTP server answering `status` and `body`; returns the URL
-    /// and a handle giving back the request it read.
     fn serve_once(status: u16, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://127.0.0.1:{}/bob", l.local_addr().unwrap().port());
-        let h = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
-            let resp = format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: application/spsp4+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            s.write_all(resp.as_bytes()).unwrap();
-            String::from_utf8_lossy(&req).into_owned()
-        });
-        (url, h)
+        crate::http_get::serve_once(status, "application/spsp4+json", body)
     }
 
     #[test]
@@ -160,7 +108,7 @@ mod tests {
         assert_eq!(r.destination_account, "test.r.abc");
         assert_eq!(r.shared_secret, [0; 32]);
         let req = h.join().unwrap().to_ascii_lowercase();
-        assert!(req.starts_with("get /bob http/1.1"), "{req}");
+        assert!(req.starts_with("get /doc http/1.1"), "{req}");
         assert!(
             req.contains("accept: application/spsp4+json, application/spsp+json"),
             "{req}"
