@@ -429,6 +429,44 @@ fn first_line(buf: &[u8]) -> String {
 }
 
 /// The wall clock in ms since the Unix epoch.
+/// A request the connector sent on one of our send links: ILP is refused
+/// with F02 `message` (we receive elsewhere, or not at all), anything else
+/// acknowledged. The answer is queued on `wbuf`.
+pub fn refuse_request_on_send_link(wbuf: &mut Vec<u8>, b: &Btp<&[u8]>, message: &[u8]) {
+    let rid = b.request_id();
+    let mut out = BytesMut::new();
+    if b.ilp().is_some() {
+        let rej = ilpd_codec::ilp::RejectBuilder {
+            code: ilpd_codec::ErrorCode::F02_UNREACHABLE,
+            triggered_by: b"",
+            message,
+            data: b"",
+        }
+        .build();
+        btp::write_ilp_response(&mut out, rid, &rej);
+    } else {
+        btp::write_empty_response(&mut out, rid);
+    }
+    ws::write_frame(wbuf, Opcode::Binary, &out, Some(CLIENT_MASK));
+}
+
+/// `NAME: BTP error CODE Name`, for a BTP Error on link `name`.
+pub fn btp_error_text(name: &str, b: &Btp<&[u8]>) -> String {
+    format!(
+        "{name}: BTP error {} {}",
+        String::from_utf8_lossy(&b.error_code()),
+        String::from_utf8_lossy(b.error_name())
+    )
+}
+
+/// Why a non-200 ILP-over-HTTP answer failed, from its status and body.
+pub fn http_failure_cause(status: u16, body: &[u8]) -> String {
+    match status {
+        401 | 403 => "wrong or missing token".to_string(),
+        _ => String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned(),
+    }
+}
+
 pub fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -10,13 +10,12 @@
 //! allocated per packet.
 
 use bytes::BytesMut;
-use ilpd_codec::btp::{self, Btp, BtpType};
-use ilpd_codec::ilp::{Fulfill, Reject, RejectBuilder};
+use ilpd_codec::btp::{Btp, BtpType};
+use ilpd_codec::ilp::{Fulfill, Reject};
 use ilpd_codec::sha256::BatchVerifier;
 use ilpd_codec::ws::{self, Opcode, Role};
 
 use crate::frames::{self, Frame, FrameSplitter, ReadBuf};
-use ilpd_codec::ErrorCode;
 use mio::{Events, Interest, Poll, Token};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -658,33 +657,15 @@ fn process_btp(c: &mut SendConn, stats: &mut SenderStats, secret: &Secret, now: 
                 None => stats.unmatched += 1,
             },
             BtpType::Error => {
-                let m = format!(
-                    "{}: BTP error {} {}",
-                    c.name,
-                    String::from_utf8_lossy(&b.error_code()),
-                    String::from_utf8_lossy(b.error_name())
-                );
+                let m = link::btp_error_text(&c.name, &b);
                 on_transport_error(&mut c.ring, stats, Some(rid), m);
             }
-            _ => {
-                // A request from the connector on our sending link: refuse
-                // ILP (we only receive on the receiving link), acknowledge
-                // anything else.
-                let mut out = BytesMut::new();
-                if b.ilp().is_some() {
-                    let rej = RejectBuilder {
-                        code: ErrorCode::F02_UNREACHABLE,
-                        triggered_by: b"",
-                        message: b"ilp-loadgen: packets are received on the receiving link",
-                        data: b"",
-                    }
-                    .build();
-                    btp::write_ilp_response(&mut out, rid, &rej);
-                } else {
-                    btp::write_empty_response(&mut out, rid);
-                }
-                ws::write_frame(&mut c.wbuf, Opcode::Binary, &out, Some(CLIENT_MASK));
-            }
+            // A request from the connector on our sending link.
+            _ => link::refuse_request_on_send_link(
+                &mut c.wbuf,
+                &b,
+                b"ilp-loadgen: packets are received on the receiving link",
+            ),
         }
     }
 }
@@ -714,10 +695,7 @@ fn process_http(c: &mut SendConn, stats: &mut SenderStats, secret: &Secret, now:
         if resp.status == 200 {
             on_reply(&mut c.ring, &c.name, stats, secret, None, body, now);
         } else {
-            let cause = match resp.status {
-                401 | 403 => "wrong or missing token".to_string(),
-                _ => String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned(),
-            };
+            let cause = link::http_failure_cause(resp.status, body);
             let m = format!("{}: HTTP {} ({cause})", c.name, resp.status);
             on_transport_error(&mut c.ring, stats, None, m);
         }
@@ -955,7 +933,7 @@ mod tests {
             }
             .write_to(&mut ilp);
             let mut b = BytesMut::new();
-            btp::write_ilp_response(&mut b, *rid, &ilp);
+            ilpd_codec::btp::write_ilp_response(&mut b, *rid, &ilp);
             ws::write_frame(&mut out, Opcode::Binary, &b, None);
         }
         for (_, seq) in &prepares[3..5] {

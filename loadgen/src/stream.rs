@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use ilpd_codec::btp::{self, Btp, BtpType};
-use ilpd_codec::ilp::{Fulfill, Reject, RejectBuilder};
+use ilpd_codec::ilp::{Fulfill, Reject};
 use ilpd_codec::ws::{self, Opcode, Role};
 use ilpd_codec::{ErrorCode, Fulfillment};
 use ilpd_stream::rng::RandomError;
@@ -1004,12 +1004,7 @@ fn process_btp(c: &mut Conn, st: &mut State) {
                 (None, _) => st.r.packets.unmatched += 1,
             },
             BtpType::Error => {
-                let m = format!(
-                    "{}: BTP error {} {}",
-                    c.name,
-                    String::from_utf8_lossy(&b.error_code()),
-                    String::from_utf8_lossy(b.error_name())
-                );
+                let m = link::btp_error_text(&c.name, &b);
                 match c.by_rid.remove(&rid) {
                     Some(pending) => st.on_transport_error(pending, m),
                     None => {
@@ -1018,24 +1013,13 @@ fn process_btp(c: &mut Conn, st: &mut State) {
                     }
                 }
             }
-            _ => {
-                // A request from the connector on our sending link: we
-                // receive nothing (STREAM money goes one way here).
-                let mut out = BytesMut::new();
-                if b.ilp().is_some() {
-                    let rej = RejectBuilder {
-                        code: ErrorCode::F02_UNREACHABLE,
-                        triggered_by: b"",
-                        message: b"ilp-loadgen stream: this link only sends",
-                        data: b"",
-                    }
-                    .build();
-                    btp::write_ilp_response(&mut out, rid, &rej);
-                } else {
-                    btp::write_empty_response(&mut out, rid);
-                }
-                ws::write_frame(&mut c.wbuf, Opcode::Binary, &out, Some(CLIENT_MASK));
-            }
+            // A request from the connector on our sending link: we receive
+            // nothing (STREAM money goes one way here).
+            _ => link::refuse_request_on_send_link(
+                &mut c.wbuf,
+                &b,
+                b"ilp-loadgen stream: this link only sends",
+            ),
         }
     }
 }
@@ -1067,10 +1051,7 @@ fn process_http(c: &mut Conn, st: &mut State) {
                 if resp.status == 200 {
                     st.on_reply(pending, &body);
                 } else {
-                    let cause = match resp.status {
-                        401 | 403 => "wrong or missing token".to_string(),
-                        _ => String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned(),
-                    };
+                    let cause = link::http_failure_cause(resp.status, &body);
                     let m = format!("{}: HTTP {} ({cause})", c.name, resp.status);
                     st.on_transport_error(pending, m);
                 }
