@@ -5,9 +5,7 @@
 //! ilpd's balances must agree. Also: a bad SPSP URL and a receiver that
 //! takes no money give clear errors and a non-zero exit.
 //!
-//! The SPSP server script is written by this test into a temp folder and
-//! run with tests/interop's modules (NODE_PATH), so tests/interop stays as
-//! it is.
+//! The receiver is tests/interop/spsp-server.js.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,67 +14,10 @@ use std::time::Duration;
 
 use ilpd_tests::btp_client::{http_get, scrape};
 use ilpd_tests::{
-    bin_path, free_ports, ilpd, interop_dir, json_lines, require_node, run_with_timeout, temp_dir,
+    bin_path, free_ports, ilpd, json_lines, node_script, require_node, run_with_timeout, temp_dir,
     Proc,
 };
 use serde_json::Value;
-
-/// An ilp-protocol-stream server behind a BTP client plugin, with an SPSP
-/// endpoint on 127.0.0.1 answering every GET with a fresh
-/// `generateAddressAndSecret()`. Prints `{"spsp": URL}` once listening,
-/// `{"received": total}` on money, and `{"final": true, "received",
-/// "connections"}` when stdin closes or on SIGTERM.
-const SPSP_SERVER_JS: &str = r#"'use strict'
-const http = require('http')
-const { createServer } = require('ilp-protocol-stream')
-const lib = require(process.env.ILPD_INTEROP_LIB)
-
-let total = 0n
-let connections = 0
-let spspQueries = 0
-function finish (code) {
-  lib.emit({ final: true, received: total.toString(), connections, spspQueries })
-  lib.exitAfterFlush(code)
-}
-
-async function main () {
-  const args = lib.parseArgs()
-  lib.installCrashHandlers()
-  lib.armTimeout(args, 300)
-  process.on('SIGTERM', () => finish(0))
-  process.on('SIGINT', () => finish(0))
-  const receiveMax = args['receive-max'] === undefined ? Infinity : Number(args['receive-max'])
-  const plugin = lib.makePlugin(args)
-  await lib.connectPlugin(plugin, args)
-  const server = await lib.withTimeout(createServer({ plugin }), 10000, 'STREAM server did not start (IL-DCP?)')
-  server.on('connection', (conn) => {
-    connections++
-    conn.on('stream', (stream) => {
-      stream.setReceiveMax(receiveMax)
-      stream.on('money', (amount) => {
-        total += BigInt(amount)
-        lib.emit({ received: total.toString() })
-      })
-    })
-    conn.on('error', (e) => process.stderr.write(`spsp-server: connection error: ${e.message}\n`))
-  })
-  const web = http.createServer((req, res) => {
-    spspQueries++
-    const { destinationAccount, sharedSecret } = server.generateAddressAndSecret()
-    const body = JSON.stringify({ destination_account: destinationAccount, shared_secret: sharedSecret.toString('base64') })
-    res.writeHead(200, { 'Content-Type': 'application/spsp4+json', 'Cache-Control': 'no-cache', 'Content-Length': Buffer.byteLength(body) })
-    res.end(body)
-  })
-  web.listen(0, '127.0.0.1', () => {
-    lib.emit({ spsp: `http://127.0.0.1:${web.address().port}/.well-known/pay` })
-  })
-  process.stdin.on('end', () => finish(0))
-  process.stdin.on('error', () => finish(0))
-  process.stdin.resume()
-}
-
-main().catch(lib.fail)
-"#;
 
 struct SpspServer {
     proc: Proc,
@@ -85,15 +26,10 @@ struct SpspServer {
 
 impl SpspServer {
     fn start(btp_url: &str, receive_max: Option<u64>, label: &str) -> SpspServer {
-        let dir = temp_dir("spsp-server");
-        let script = dir.join("spsp-server.js");
-        std::fs::write(&script, SPSP_SERVER_JS).expect("write spsp-server.js");
-        let mut cmd = Command::new("node");
-        cmd.arg(&script)
-            .args(["--btp", btp_url])
-            .current_dir(interop_dir())
-            .env("NODE_PATH", interop_dir().join("node_modules"))
-            .env("ILPD_INTEROP_LIB", interop_dir().join("lib.js"));
+        // tests/interop/spsp-server.js: an ilp-protocol-stream server with
+        // an SPSP endpoint answering every GET with a new connection.
+        let mut cmd = node_script("spsp-server.js");
+        cmd.args(["--btp", btp_url]);
         if let Some(m) = receive_max {
             cmd.args(["--receive-max", &m.to_string()]);
         }
