@@ -489,6 +489,17 @@ pub fn scrape(addr: SocketAddr, name: &str, labels: &str) -> Option<f64> {
     metric(&body, name, labels)
 }
 
+/// An account's balance from ilpd's `/metrics` (`ilpd_account_balance`);
+/// panics if it is not there.
+pub fn balance(metrics: SocketAddr, account: &str) -> i64 {
+    scrape(
+        metrics,
+        "ilpd_account_balance",
+        &format!("account=\"{account}\""),
+    )
+    .unwrap_or_else(|| panic!("no ilpd_account_balance for {account} at {metrics}")) as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -358,6 +358,16 @@ pub fn json_lines(p: &Proc) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A JSON number, or a string of digits (how the tools print amounts), as
+/// a u64; panics on anything else.
+pub fn json_u64(v: &serde_json::Value) -> u64 {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().unwrap_or_else(|| panic!("not a u64: {v}")),
+        serde_json::Value::String(s) => s.parse().unwrap_or_else(|_| panic!("not a u64: {v}")),
+        _ => panic!("not a number: {v}"),
+    }
+}
+
 /// Drivers for the scripts in tests/interop (see its README.md).
 pub mod js {
     use super::*;

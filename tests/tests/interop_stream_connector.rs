@@ -21,11 +21,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ilpd_codec::Packet;
-use ilpd_tests::btp_client::{prepare, scrape, unix_ms, BtpClient};
+use ilpd_tests::btp_client::{balance, prepare, scrape, unix_ms, BtpClient};
 use ilpd_tests::js::{self, btp_url, JsConnector};
 use ilpd_tests::{
-    bin_path, free_ports, ilpd, json_lines, node_script, require_node, run_with_timeout, temp_dir,
-    Proc,
+    bin_path, free_ports, ilpd, json_lines, json_u64, node_script, require_node, run_with_timeout,
+    temp_dir, Proc,
 };
 use serde_json::{json, Value};
 
@@ -37,14 +37,6 @@ const ALICE_MAX_PACKET: u64 = 100_000;
 
 fn addr(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
-}
-
-fn as_u64(v: &Value) -> u64 {
-    match v {
-        Value::Number(n) => n.as_u64().unwrap_or_else(|| panic!("not a u64: {v}")),
-        Value::String(s) => s.parse().unwrap_or_else(|_| panic!("not a u64: {v}")),
-        _ => panic!("not a number: {v}"),
-    }
 }
 
 /// alice (child of the JS connector test.jsa) → ilp-connector → BTP
@@ -178,8 +170,7 @@ account = "jsa"
     }
 
     fn balance(&self, account: &str) -> i64 {
-        self.metric("ilpd_account_balance", &format!("account=\"{account}\""))
-            .unwrap_or_else(|| panic!("no ilpd_account_balance for {account}")) as i64
+        balance(addr(self.metrics), account)
     }
 
     fn received_total(&self) -> u64 {
@@ -240,8 +231,8 @@ fn js_stream_sender_pays_ilpds_receiver_through_ilp_connector_exactly() {
         ],
         Duration::from_secs(90),
     );
-    assert_eq!(as_u64(&r["sent"]), amount, "{r}");
-    assert_eq!(as_u64(&r["delivered"]), amount, "{r}");
+    assert_eq!(json_u64(&r["sent"]), amount, "{r}");
+    assert_eq!(json_u64(&r["delivered"]), amount, "{r}");
     assert!(
         r["destinationAccount"]
             .as_str()
@@ -251,7 +242,7 @@ fn js_stream_sender_pays_ilpds_receiver_through_ilp_connector_exactly() {
     // The Fulfill data (with its RFC 39 receipt) crossed ilp-connector
     // intact: the receipt's HMAC verified and it counts every unit.
     assert_eq!(r["receiptsEnabled"], true, "{r}");
-    assert_eq!(as_u64(&r["receiptTotal"]), amount, "{r}");
+    assert_eq!(json_u64(&r["receiptTotal"]), amount, "{r}");
     // ilpd's ledger: the receiver is owed exactly what the sender says was
     // delivered; the JS connector (peer jsa) owes it.
     assert_eq!(net.balance("shop"), -(amount as i64));
@@ -280,8 +271,8 @@ fn js_stream_sender_pays_ilpds_receiver_through_ilp_connector_exactly() {
         ],
         Duration::from_secs(90),
     );
-    assert_eq!(as_u64(&r["sent"]), second, "{r}");
-    assert_eq!(as_u64(&r["delivered"]), second, "{r}");
+    assert_eq!(json_u64(&r["sent"]), second, "{r}");
+    assert_eq!(json_u64(&r["delivered"]), second, "{r}");
     let total = amount + second;
     assert_eq!(net.balance("shop"), -(total as i64));
     assert_eq!(net.balance("jsa"), total as i64);
@@ -465,15 +456,15 @@ fn loadgen_stream_through_ilp_connector_to_js_receiver_arrives_exactly() {
     let fin = finish(&mut receiver);
 
     let pay = &v["payments"];
-    assert_eq!(as_u64(&pay["completed"]), 10, "{pay}");
-    assert_eq!(as_u64(&pay["failed"]), 0, "{pay}");
+    assert_eq!(json_u64(&pay["completed"]), 10, "{pay}");
+    assert_eq!(json_u64(&pay["failed"]), 0, "{pay}");
     let amounts = &v["amounts"];
-    assert_eq!(as_u64(&amounts["sent"]), 100_000, "{amounts}");
-    assert_eq!(as_u64(&amounts["delivered"]), 100_000, "{amounts}");
+    assert_eq!(json_u64(&amounts["sent"]), 100_000, "{amounts}");
+    assert_eq!(json_u64(&amounts["delivered"]), 100_000, "{amounts}");
     // What the JS receiver counted is what ilp-loadgen says was delivered.
     assert_eq!(fin["received"], "100000", "{fin}");
-    assert_eq!(as_u64(&fin["connections"]), 10, "{fin}");
-    assert_eq!(as_u64(&fin["spspQueries"]), 10, "{fin}");
+    assert_eq!(json_u64(&fin["connections"]), 10, "{fin}");
+    assert_eq!(json_u64(&fin["spspQueries"]), 10, "{fin}");
     // The receiver's address came from IL-DCP under the JS connector.
     assert!(
         v["receiver"]["destination"]
@@ -485,10 +476,14 @@ fn loadgen_stream_through_ilp_connector_to_js_receiver_arrives_exactly() {
     let pk = &v["packets"];
     // Every payment met the connector's F08 at least once and then kept
     // its packets at or under 2,500: at least 4 money packets each.
-    assert!(as_u64(&pk["rejected_by_code"]["F08"]) >= 1, "{pk}");
-    assert!(as_u64(&pk["fulfilled"]) >= 10 * 4, "{pk}");
+    assert!(json_u64(&pk["rejected_by_code"]["F08"]) >= 1, "{pk}");
+    assert!(json_u64(&pk["fulfilled"]) >= 10 * 4, "{pk}");
     // The only F99s are the rate probes: no packet fell under its minimum.
-    assert_eq!(as_u64(&pk["rejected_by_code"]["F99"]), 10, "{pk}");
-    assert_eq!(as_u64(&pk["timed_out"]) + as_u64(&pk["lost"]), 0, "{pk}");
+    assert_eq!(json_u64(&pk["rejected_by_code"]["F99"]), 10, "{pk}");
+    assert_eq!(
+        json_u64(&pk["timed_out"]) + json_u64(&pk["lost"]),
+        0,
+        "{pk}"
+    );
     eprintln!("loadgen stream via ilp-connector: {:?}", t0.elapsed());
 }

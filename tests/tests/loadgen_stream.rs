@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use ilpd_tests::btp_client::{http_get, scrape};
 use ilpd_tests::{
-    bin_path, free_ports, ilpd, json_lines, node_script, require_node, run_with_timeout, temp_dir,
-    Proc,
+    bin_path, free_ports, ilpd, json_lines, json_u64, node_script, require_node, run_with_timeout,
+    temp_dir, Proc,
 };
 use serde_json::Value;
 
@@ -122,14 +122,6 @@ fn loadgen_stream(args: &[&str], label: &str) -> (std::process::ExitStatus, Proc
     (s, p, v)
 }
 
-fn num(v: &Value) -> u64 {
-    match v {
-        Value::Number(n) => n.as_u64().unwrap_or(0),
-        Value::String(s) => s.parse().unwrap_or(0),
-        _ => panic!("not a number: {v}"),
-    }
-}
-
 #[test]
 fn stream_payments_through_ilpd_to_the_js_receiver_arrive_exactly() {
     require_node();
@@ -168,28 +160,32 @@ fn stream_payments_through_ilpd_to_the_js_receiver_arrive_exactly() {
     assert!(v["machine"]["cores"].as_u64().is_some(), "{v}");
     assert_eq!(v["settings"]["concurrency"], 4, "{v}");
     let pay = &v["payments"];
-    assert_eq!(num(&pay["started"]), 20, "{pay}");
-    assert_eq!(num(&pay["completed"]), 20, "{pay}");
-    assert_eq!(num(&pay["failed"]), 0, "{pay}");
+    assert_eq!(json_u64(&pay["started"]), 20, "{pay}");
+    assert_eq!(json_u64(&pay["completed"]), 20, "{pay}");
+    assert_eq!(json_u64(&pay["failed"]), 0, "{pay}");
     let amounts = &v["amounts"];
-    assert_eq!(num(&amounts["requested"]), 200_000, "{amounts}");
-    assert_eq!(num(&amounts["sent"]), 200_000, "{amounts}");
+    assert_eq!(json_u64(&amounts["requested"]), 200_000, "{amounts}");
+    assert_eq!(json_u64(&amounts["sent"]), 200_000, "{amounts}");
     // What the receiver counted is what ilp-loadgen says was delivered.
-    assert_eq!(num(&amounts["delivered"]), 200_000, "{amounts}");
+    assert_eq!(json_u64(&amounts["delivered"]), 200_000, "{amounts}");
     assert_eq!(fin["received"], "200000", "{fin}");
     // One STREAM connection (and one SPSP query) per payment.
-    assert_eq!(num(&fin["connections"]), 20, "{fin}");
-    assert_eq!(num(&fin["spspQueries"]), 20, "{fin}");
+    assert_eq!(json_u64(&fin["connections"]), 20, "{fin}");
+    assert_eq!(json_u64(&fin["spspQueries"]), 20, "{fin}");
     let pk = &v["packets"];
     // Per payment: a probe (F99), 4 money packets, a close.
-    assert!(num(&pk["fulfilled"]) >= 20 * 4, "{pk}");
-    assert_eq!(num(&pk["rejected_by_code"]["F99"]), 20, "{pk}");
-    assert_eq!(num(&pk["timed_out"]) + num(&pk["lost"]), 0, "{pk}");
-    assert_eq!(num(&v["latency_ns"]["payment"]["count"]), 20, "{v}");
-    assert_eq!(num(&v["latency_ns"]["spsp_query"]["count"]), 20, "{v}");
+    assert!(json_u64(&pk["fulfilled"]) >= 20 * 4, "{pk}");
+    assert_eq!(json_u64(&pk["rejected_by_code"]["F99"]), 20, "{pk}");
     assert_eq!(
-        num(&v["latency_ns"]["packet"]["count"]),
-        num(&pk["fulfilled"]) + num(&pk["rejected"]),
+        json_u64(&pk["timed_out"]) + json_u64(&pk["lost"]),
+        0,
+        "{pk}"
+    );
+    assert_eq!(json_u64(&v["latency_ns"]["payment"]["count"]), 20, "{v}");
+    assert_eq!(json_u64(&v["latency_ns"]["spsp_query"]["count"]), 20, "{v}");
+    assert_eq!(
+        json_u64(&v["latency_ns"]["packet"]["count"]),
+        json_u64(&pk["fulfilled"]) + json_u64(&pk["rejected"]),
         "{v}"
     );
     assert_eq!(v["receiver"]["asset_code"], "USD", "{v}");
@@ -280,9 +276,12 @@ fn stream_to_a_receiver_that_takes_nothing_fails_clearly() {
     assert_eq!(s.code(), Some(1), "{err}\n{}", p.stdout_text());
     assert!(err.contains("3 of 3 payments failed"), "{err}");
     assert!(err.contains("maximum"), "{err}");
-    assert_eq!(num(&v["payments"]["failed"]), 3, "{v}");
-    assert_eq!(num(&v["amounts"]["delivered"]), 0, "{v}");
-    assert!(num(&v["packets"]["rejected_by_code"]["F99"]) >= 3, "{v}");
+    assert_eq!(json_u64(&v["payments"]["failed"]), 3, "{v}");
+    assert_eq!(json_u64(&v["amounts"]["delivered"]), 0, "{v}");
+    assert!(
+        json_u64(&v["packets"]["rejected_by_code"]["F99"]) >= 3,
+        "{v}"
+    );
 
     // A wrong shared secret for a fresh connection: the receiver cannot
     // read the packets, and says so with a final error.
@@ -365,7 +364,12 @@ fn run_takes_its_receive_link_from_a_loopback_server_definition() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("report"))
         .expect("report JSON");
     assert_eq!(v["receive_address"], "test.ilpd.recv", "{v}");
-    assert_eq!(num(&v["packets"]["fulfilled"]), 2000, "{}", v["packets"]);
+    assert_eq!(
+        json_u64(&v["packets"]["fulfilled"]),
+        2000,
+        "{}",
+        v["packets"]
+    );
     assert_eq!(v["reconciliation"]["delta"], "0", "{}", v["reconciliation"]);
 
     // An LSD that names another protocol is refused with a message.
@@ -461,11 +465,16 @@ asset_scale = 9
         p.dump();
     }
     assert!(s.success(), "{s}");
-    assert_eq!(num(&v["payments"]["completed"]), 40, "{v}");
-    assert_eq!(num(&v["amounts"]["delivered"]), 280_000, "{}", v["amounts"]);
-    assert_eq!(num(&v["amounts"]["sent"]), 280_000, "{}", v["amounts"]);
+    assert_eq!(json_u64(&v["payments"]["completed"]), 40, "{v}");
     assert_eq!(
-        num(&v["packets"]["transport_errors"]),
+        json_u64(&v["amounts"]["delivered"]),
+        280_000,
+        "{}",
+        v["amounts"]
+    );
+    assert_eq!(json_u64(&v["amounts"]["sent"]), 280_000, "{}", v["amounts"]);
+    assert_eq!(
+        json_u64(&v["packets"]["transport_errors"]),
         0,
         "{}",
         v["packets"]

@@ -18,17 +18,18 @@
 //! - USD scale 9 → EUR scale 8: × 1/1.25 × 0.998 × 10^-1 = × 499 / 6,250;
 //! - EUR scale 6 → USD scale 9: × 1.25 × 0.998 × 10^3 = × 2,495 / 2.
 //!
-//! ilp-loadgen cannot yet pay USD 9 → EUR 6: its rate probe is 1,000
-//! source units, which convert to 0 (R01 at ilpd), and the probe is retried
-//! at the same size until the payment fails (see the ignored test).
+//! USD 9 → EUR 6 also checks the sender's probe: 1,000 source units convert
+//! to 0 there (R01 at ilpd), so the probe must grow until something arrives.
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use ilpd_tests::btp_client::scrape;
+use ilpd_tests::btp_client::{balance, scrape};
 use ilpd_tests::js::{self, btp_url};
-use ilpd_tests::{bin_path, free_ports, ilpd, require_node, run_with_timeout, temp_dir, Proc};
+use ilpd_tests::{
+    bin_path, free_ports, ilpd, json_u64, require_node, run_with_timeout, temp_dir, Proc,
+};
 use serde_json::Value;
 
 const USD_TOKEN: &str = "usd-sender-token-0123456789";
@@ -43,14 +44,6 @@ const EUR6_USD9: (u128, u128) = (2_495, 2);
 
 fn addr(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
-}
-
-fn as_u64(v: &Value) -> u64 {
-    match v {
-        Value::Number(n) => n.as_u64().unwrap_or_else(|| panic!("not a u64: {v}")),
-        Value::String(s) => s.parse().unwrap_or_else(|_| panic!("not a u64: {v}")),
-        _ => panic!("not a number: {v}"),
-    }
 }
 
 /// ilpd with two sending children, `usd` (USD 9) and `eur` (EUR 6), and
@@ -132,12 +125,7 @@ EUR = "1.25"
     }
 
     fn balance(&self, account: &str) -> i64 {
-        scrape(
-            addr(self.metrics),
-            "ilpd_account_balance",
-            &format!("account=\"{account}\""),
-        )
-        .unwrap_or_else(|| panic!("no ilpd_account_balance for {account}")) as i64
+        balance(addr(self.metrics), account)
     }
 
     fn received_total(&self, account: &str) -> u64 {
@@ -222,35 +210,35 @@ fn loadgen_pays(
     }
     assert!(s.success(), "{s}: {}", v["payments"]);
     let pay = &v["payments"];
-    assert_eq!(as_u64(&pay["completed"]), payments, "{pay}");
-    let sent = as_u64(&v["amounts"]["sent"]);
-    let delivered = as_u64(&v["amounts"]["delivered"]);
+    assert_eq!(json_u64(&pay["completed"]), payments, "{pay}");
+    let sent = json_u64(&v["amounts"]["sent"]);
+    let delivered = json_u64(&v["amounts"]["delivered"]);
     assert_eq!(sent, amount * payments, "{}", v["amounts"]);
     let pk = &v["packets"];
     // The only F99s are the rate probes (one per payment): no money packet
     // arrived under its minimum.
-    assert_eq!(as_u64(&pk["rejected_by_code"]["F99"]), payments, "{pk}");
+    assert_eq!(json_u64(&pk["rejected_by_code"]["F99"]), payments, "{pk}");
     // Fulfilled packets: money packets and closes (amount 0, no rounding).
-    assert_within_rounding(delivered, sent, as_u64(&pk["fulfilled"]), rate);
+    assert_within_rounding(delivered, sent, json_u64(&pk["fulfilled"]), rate);
 
     // The quoted minimum: the probed rate less the 1 % slippage
     // (--slippage-bp 100), applied to every packet.
     let probed = &v["receiver"]["probed_rate"];
     let (pn, pd) = (
-        as_u64(&probed["destination"]) as u128,
-        as_u64(&probed["source"]) as u128,
+        json_u64(&probed["destination"]) as u128,
+        json_u64(&probed["source"]) as u128,
     );
     assert!(pn > 0 && pd > 0, "{probed}");
     let quoted_min = sent as u128 * pn * 9_900 / (pd * 10_000);
     // Each packet's minimum is rounded down on its own: allow one unit per
     // packet below the minimum of the whole.
     assert!(
-        delivered as u128 + as_u64(&pk["fulfilled"]) as u128 >= quoted_min,
+        delivered as u128 + json_u64(&pk["fulfilled"]) as u128 >= quoted_min,
         "delivered {delivered} under the quoted minimum {quoted_min} (probed {pn}/{pd})"
     );
     eprintln!(
         "{from} -> {to}: sent {sent}, delivered {delivered}, probed {pn}/{pd}, {} packets fulfilled",
-        as_u64(&pk["fulfilled"])
+        json_u64(&pk["fulfilled"])
     );
     (sent, delivered)
 }
@@ -336,8 +324,8 @@ fn js_stream_sender_usd9_to_ilpds_eur6_receiver_at_the_rate() {
         ],
         Duration::from_secs(90),
     );
-    assert_eq!(as_u64(&r["sent"]), amount, "{r}");
-    let delivered = as_u64(&r["delivered"]);
+    assert_eq!(json_u64(&r["sent"]), amount, "{r}");
+    let delivered = json_u64(&r["delivered"]);
     eprintln!("js usd -> eurshop: sent {amount}, delivered {delivered}");
     assert_eq!(n.balance("usd"), amount as i64);
     assert_eq!(n.balance("eurshop"), -(delivered as i64));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ilpd_tests::btp_client::scrape;
+use ilpd_tests::btp_client::{balance, scrape};
 use ilpd_tests::js::{self, btp_url};
 use ilpd_tests::{free_ports, ilpd, require_node, temp_dir, Proc};
 use serde_json::Value;
@@ -79,12 +79,7 @@ asset_scale = 9
     }
 
     fn balance(&self, account: &str) -> i64 {
-        scrape(
-            addr(self.metrics),
-            "ilpd_account_balance",
-            &format!("account=\"{account}\""),
-        )
-        .expect("balance metric") as i64
+        balance(addr(self.metrics), account)
     }
 
     fn metric(&self, name: &str, labels: &str) -> Option<f64> {
